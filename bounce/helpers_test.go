@@ -1,0 +1,5 @@
+package bounce
+
+import "runtime"
+
+func runtimeCaller() (uintptr, string, int, bool) { return runtime.Caller(1) }
