@@ -1,0 +1,440 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mtakit/mta/auth/dkim"
+	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/queue"
+	"github.com/mtakit/mta/queue/logstore"
+	"github.com/mtakit/mta/resolver"
+	"github.com/mtakit/mta/submit"
+)
+
+var errUsage = errors.New("usage")
+
+// multi is a repeatable string flag; a comma-separated value counts as
+// several when split is set.
+type multi struct {
+	vals  []string
+	split bool
+}
+
+func (m *multi) String() string { return strings.Join(m.vals, ",") }
+func (m *multi) Set(s string) error {
+	if m.split {
+		for _, v := range strings.Split(s, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				m.vals = append(m.vals, v)
+			}
+		}
+		return nil
+	}
+	m.vals = append(m.vals, s)
+	return nil
+}
+
+type options struct {
+	listen, submission, routes, dns      multi
+	dkimDomains, dkimSelectors, dkimKeys multi
+	trusted                              multi
+	queueDir, hostname, sandbox          string
+	smarthost, dkimCanon                 string
+	tlsCert, tlsKey, usersFile, logLevel string
+	mxPort, concurrency                  int
+	maxSize                              int64
+	retryMin, retryMax, lifetime         time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{dns: multi{split: true}, trusted: multi{split: true}}
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Var(&o.listen, "listen", "listener `[MODE://]HOST:PORT[?auth][&insecure-auth]`, MODE smtp|starttls|tls (repeatable)")
+	fs.Var(&o.submission, "listen-submission", "STARTTLS listener requiring AUTH, `ADDR` (repeatable)")
+	fs.StringVar(&o.queueDir, "queue-dir", "", "queue `directory` (embedded durable store); required")
+	fs.StringVar(&o.queueDir, "queue", "", "alias of -queue-dir")
+	fs.Var(&o.routes, "route", "static route `DOMAIN=HOST:PORT` (DOMAIN, .parent or *; repeatable)")
+	fs.StringVar(&o.smarthost, "smarthost", "", "send everything to `HOST:PORT` (same as -route '*=HOST:PORT')")
+	fs.Var(&o.dns, "dns", "DNS server(s) `host:port` for MX delivery (default /etc/resolv.conf)")
+	fs.IntVar(&o.mxPort, "mx-port", 25, "SMTP `port` of MX hosts")
+	fs.StringVar(&o.hostname, "hostname", "", "our host `name` (default: os.Hostname)")
+	fs.DurationVar(&o.retryMin, "retry-min", 5*time.Minute, "first retry delay")
+	fs.DurationVar(&o.retryMax, "retry-max", 4*time.Hour, "longest retry delay")
+	fs.DurationVar(&o.lifetime, "lifetime", 5*24*time.Hour, "how long a message may stay queued before it bounces")
+	fs.Var(&o.dkimDomains, "dkim-domain", "DKIM signing `domain` (repeatable, paired with -dkim-selector and -dkim-key)")
+	fs.Var(&o.dkimSelectors, "dkim-selector", "DKIM `selector` (repeatable)")
+	fs.Var(&o.dkimKeys, "dkim-key", "DKIM private key `file`, PKCS#8 or PKCS#1 PEM (repeatable; missing: generated in the queue directory)")
+	fs.StringVar(&o.dkimCanon, "dkim-canon", "relaxed/simple", "DKIM canonicalization `header/body`")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate `file` (PEM) for STARTTLS/TLS listeners")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "TLS key `file` (PEM)")
+	fs.StringVar(&o.usersFile, "users", "", "AUTH users `file`: name:bcrypt-hash[:sender,...] per line")
+	fs.StringVar(&o.sandbox, "sandbox", "", "deliver nothing; write each message into `DIR`")
+	fs.Var(&o.trusted, "trusted", "trusted client `networks` that relay without AUTH (default 127.0.0.0/8,::1/128)")
+	fs.IntVar(&o.concurrency, "concurrency", 32, "concurrent outbound deliveries")
+	fs.Int64Var(&o.maxSize, "max-size", 50<<20, "message size limit in `bytes`")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "relay: unexpected argument %q\n", fs.Arg(0))
+		return nil, errUsage
+	}
+	if o.queueDir == "" {
+		fmt.Fprintln(stderr, "relay: -queue-dir is required")
+		return nil, errUsage
+	}
+	if len(o.listen.vals)+len(o.submission.vals) == 0 {
+		o.listen.vals = []string{"127.0.0.1:2525"}
+	}
+	if o.smarthost != "" {
+		o.routes.vals = append(o.routes.vals, "*="+o.smarthost)
+	}
+	if len(o.trusted.vals) == 0 {
+		o.trusted.vals = []string{"127.0.0.0/8", "::1/128"}
+	}
+	return o, nil
+}
+
+func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if o.hostname == "" {
+		if o.hostname, err = os.Hostname(); err != nil || o.hostname == "" {
+			o.hostname = "localhost"
+		}
+	}
+
+	var trusted []netip.Prefix
+	for _, s := range o.trusted.vals {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return fmt.Errorf("-trusted %q: %v", s, err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		trusted = append(trusted, p.Masked())
+	}
+	var listeners []submit.ListenerConfig
+	for _, s := range o.listen.vals {
+		lc, err := parseListen(s)
+		if err != nil {
+			return err
+		}
+		listeners = append(listeners, lc)
+	}
+	for _, s := range o.submission.vals {
+		listeners = append(listeners, submit.ListenerConfig{Addr: s, Mode: submit.StartTLS, ListenerPolicy: submit.ListenerPolicy{RequireAuth: true}})
+	}
+
+	if err := os.MkdirAll(o.queueDir, 0o700); err != nil {
+		return err
+	}
+	ring, err := loadDKIM(o, stdout)
+	if err != nil {
+		return err
+	}
+	var tlsConf *tls.Config
+	for i := range listeners {
+		if listeners[i].Mode == submit.Plain {
+			continue
+		}
+		if tlsConf == nil {
+			if tlsConf, err = loadTLS(o, log); err != nil {
+				return err
+			}
+		}
+		listeners[i].TLSConfig = tlsConf
+	}
+	var auth submit.Authenticator
+	if o.usersFile != "" {
+		if auth, err = loadUsers(o.usersFile); err != nil {
+			return err
+		}
+	}
+	transport, closeTransport, err := buildTransport(o, log)
+	if err != nil {
+		return err
+	}
+	defer closeTransport()
+
+	store, err := logstore.Open(o.queueDir, &logstore.Config{Logger: log.With("part", "store")})
+	if errors.Is(err, logstore.ErrLocked) {
+		return fmt.Errorf("queue directory %s is in use by another process", o.queueDir)
+	}
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	q, err := queue.New(queue.Config{
+		Store:     store,
+		Transport: transport,
+		Hostname:  o.hostname,
+		Workers:   o.concurrency,
+		RetryMin:  o.retryMin,
+		RetryMax:  o.retryMax,
+		Lifetime:  o.lifetime,
+		// The retry delays given on the command line also bound how
+		// often an idle scheduler looks at the store.
+		PollInterval:   min(time.Second, max(o.retryMin/2, 100*time.Millisecond)),
+		MaxMessageSize: -1, // submit enforces -max-size on what it receives
+		Logger:         log.With("part", "queue"),
+	})
+	if err != nil {
+		return err
+	}
+	qctx, cancelQueue := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelQueue()
+	if err := q.Start(qctx); err != nil {
+		return err
+	}
+
+	srv, err := submit.NewServer(submit.Config{
+		Hostname:        o.hostname,
+		Queue:           q,
+		Authenticator:   auth,
+		TrustedNetworks: trusted,
+		MaxMessageBytes: o.maxSize,
+		DKIM:            ring,
+		TempDir:         o.queueDir,
+		Logger:          log.With("part", "submit"),
+	})
+	if err != nil {
+		return err
+	}
+	started := 0
+	for _, lc := range listeners {
+		addr, err := srv.Listen(lc)
+		if err != nil {
+			shutdown(log, srv, q)
+			return fmt.Errorf("listen %s: %w", lc.Addr, err)
+		}
+		started++
+		what := "trusted networks relay, others need AUTH"
+		switch {
+		case lc.RequireAuth:
+			what = "AUTH required"
+		case auth == nil:
+			what = "trusted networks relay, no AUTH (no -users)"
+		}
+		fmt.Fprintf(stdout, "relay: listening on %s://%s (%s)\n", modeScheme(lc.Mode), addr, what)
+	}
+	fmt.Fprintf(stdout, "relay: queue %s, delivering %s\n", o.queueDir, describeTransport(o))
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "relay: shutting down")
+	shutdown(log, srv, q)
+	return nil
+}
+
+func shutdown(log *slog.Logger, srv *submit.Server, q *queue.Queue) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, submit.ErrServerClosed) {
+		log.Warn("shutdown: smtp", "err", err)
+	}
+	if err := q.Shutdown(ctx); err != nil {
+		log.Warn("shutdown: queue", "err", err)
+	}
+}
+
+func modeScheme(m submit.Mode) string {
+	if m == submit.Plain {
+		return "smtp"
+	}
+	return m.String()
+}
+
+func describeTransport(o *options) string {
+	switch {
+	case o.sandbox != "":
+		return "into the sandbox " + o.sandbox
+	case len(o.routes.vals) > 0:
+		return "by routes " + strings.Join(o.routes.vals, " ") + " (then MX)"
+	}
+	return "by MX"
+}
+
+// buildTransport makes the sandbox, static routes (with MX for what no
+// route covers) or MX transport.
+func buildTransport(o *options, log *slog.Logger) (deliver.Transport, func(), error) {
+	client := deliver.ClientConfig{
+		Hostname: o.hostname,
+		Pool:     deliver.PoolConfig{MaxConnsPerHost: o.concurrency},
+		Logger:   log.With("part", "deliver"),
+	}
+	if o.sandbox != "" {
+		sb, err := deliver.NewSandbox(deliver.SandboxConfig{Dir: o.sandbox, Keep: -1})
+		return sb, func() {}, err
+	}
+	var routes []deliver.StaticRoute
+	catchAll := false
+	for _, r := range o.routes.vals {
+		dom, host, ok := strings.Cut(r, "=")
+		if !ok || dom == "" || host == "" {
+			return nil, nil, fmt.Errorf("-route %q: want DOMAIN=HOST:PORT", r)
+		}
+		catchAll = catchAll || dom == "*"
+		routes = append(routes, deliver.StaticRoute{Domain: dom, Host: host})
+	}
+	var mx *deliver.MX
+	if !catchAll {
+		res, err := resolver.New(resolver.Config{Servers: o.dns.vals})
+		if err != nil {
+			return nil, nil, fmt.Errorf("resolver: %w", err)
+		}
+		if o.mxPort <= 0 || o.mxPort > 65535 {
+			return nil, nil, fmt.Errorf("-mx-port %d out of range", o.mxPort)
+		}
+		mx, err = deliver.NewMX(deliver.MXConfig{ClientConfig: client, Resolver: res, Port: uint16(o.mxPort)})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(routes) == 0 {
+		return mx, func() { mx.Close() }, nil
+	}
+	cfg := deliver.StaticConfig{ClientConfig: client, Routes: routes}
+	if mx != nil {
+		cfg.Fallback = mx
+	}
+	st, err := deliver.NewStatic(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, func() {
+		st.Close()
+		if mx != nil {
+			mx.Close()
+		}
+	}, nil
+}
+
+// loadDKIM builds the key ring. A domain given without a key file gets a
+// key generated into the queue directory on first use; its DNS record is
+// printed either way.
+func loadDKIM(o *options, stdout io.Writer) (*dkim.KeyRing, error) {
+	if len(o.dkimDomains.vals) == 0 {
+		if len(o.dkimKeys.vals) > 0 {
+			return nil, errors.New("-dkim-key needs -dkim-domain")
+		}
+		return nil, nil
+	}
+	hc, bc, err := dkim.ParseCanonicalization(o.dkimCanon)
+	if err != nil {
+		return nil, fmt.Errorf("-dkim-canon: %w", err)
+	}
+	ring := dkim.NewKeyRing(dkim.SignerConfig{HeaderCanonicalization: hc, BodyCanonicalization: bc})
+	for i, domain := range o.dkimDomains.vals {
+		sel := pick(o.dkimSelectors.vals, i, "default")
+		file := pick(o.dkimKeys.vals, i, "")
+		if file == "" {
+			file = filepath.Join(o.queueDir, "dkim", sel+"._domainkey."+domain+".pem")
+			if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+				k, err := dkim.GenerateKey(dkim.RSA, nil)
+				if err != nil {
+					return nil, err
+				}
+				pem, err := dkim.MarshalPrivateKeyPEM(k)
+				if err != nil {
+					return nil, err
+				}
+				if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+					return nil, err
+				}
+				if err := os.WriteFile(file, pem, 0o600); err != nil {
+					return nil, err
+				}
+				fmt.Fprintf(stdout, "relay: generated DKIM key %s\n", file)
+			}
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("-dkim-key: %w", err)
+		}
+		k, err := dkim.ParsePrivateKeyPEM(data)
+		if err != nil {
+			return nil, fmt.Errorf("-dkim-key %s: %w", file, err)
+		}
+		if err := ring.Set(domain, dkim.SignKey{Domain: domain, Selector: sel, Key: k}); err != nil {
+			return nil, fmt.Errorf("dkim %s: %w", domain, err)
+		}
+		if txt, err := dkim.KeyTXT(sel, domain, k.Public()); err == nil {
+			fmt.Fprintf(stdout, "relay: DKIM signing for %s; publish in DNS:\n%s\n", domain, txt)
+		}
+	}
+	return ring, nil
+}
+
+func pick(vals []string, i int, def string) string {
+	switch {
+	case i < len(vals):
+		return vals[i]
+	case len(vals) > 0 && def != "":
+		return vals[len(vals)-1]
+	}
+	return def
+}
+
+// parseListen parses [MODE://]HOST:PORT[?auth][&insecure-auth].
+func parseListen(s string) (submit.ListenerConfig, error) {
+	var lc submit.ListenerConfig
+	rest := s
+	if scheme, after, ok := strings.Cut(s, "://"); ok {
+		switch strings.ToLower(scheme) {
+		case "smtp", "plain":
+			lc.Mode = submit.Plain
+		case "starttls", "submission":
+			lc.Mode = submit.StartTLS
+		case "tls", "smtps", "submissions":
+			lc.Mode = submit.ImplicitTLS
+		default:
+			return lc, fmt.Errorf("-listen %q: unknown mode %q (smtp, starttls or tls)", s, scheme)
+		}
+		rest = after
+	}
+	addr, query, _ := strings.Cut(rest, "?")
+	if addr == "" {
+		return lc, fmt.Errorf("-listen %q: no address", s)
+	}
+	if _, port, ok := strings.Cut(addr[strings.LastIndexByte(addr, ']')+1:], ":"); !ok {
+		return lc, fmt.Errorf("-listen %q: want HOST:PORT", s)
+	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return lc, fmt.Errorf("-listen %q: bad port", s)
+	}
+	lc.Addr = addr
+	if query != "" {
+		for _, opt := range strings.Split(query, "&") {
+			switch opt {
+			case "auth":
+				lc.RequireAuth = true
+			case "insecure-auth":
+				lc.AllowInsecureAuth = true
+			default:
+				return lc, fmt.Errorf("-listen %q: unknown option %q (auth, insecure-auth)", s, opt)
+			}
+		}
+	}
+	return lc, nil
+}
