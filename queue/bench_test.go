@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/queue"
 	"github.com/mtakit/mta/queue/memstore"
 )
@@ -73,8 +74,8 @@ func BenchmarkDeliverPipeline(b *testing.B) {
 		Transport: deliver.TransportFunc(func(ctx context.Context, env *deliver.Envelope, body deliver.Body) []deliver.Result {
 			return replyAll(env, 250, smtp.EnhancedCode{2, 0, 0}, "ok")
 		}),
-		Observer: queue.ObserverFunc(func(e queue.Event) {
-			if e.Type == queue.EventDelivered {
+		Events: event.SinkFunc(func(e event.Event) {
+			if e.Type == event.Delivered {
 				done <- struct{}{}
 			}
 		}),

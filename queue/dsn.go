@@ -11,6 +11,7 @@ import (
 
 	"github.com/mtakit/mta/bounce"
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 )
 
 // sendDSN enqueues one RFC 3464 DSN to msg.From reporting every outcome of
@@ -100,7 +101,7 @@ func (q *Queue) sendDSN(ctx context.Context, msg *Message, body deliver.Body, ou
 	if err != nil {
 		return "", err
 	}
-	ev := q.msgEvent(EventQueued, dsn, now)
+	ev := q.msgEvent(event.Queued, dsn, now)
 	ev.DSN = id
 	q.emit(ev)
 	q.poke()

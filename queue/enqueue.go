@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 )
 
 // NewMessage is what Enqueue takes: the envelope and the routing attributes
@@ -62,7 +63,7 @@ type NewMessage struct {
 //
 // Recipients on the suppression list (Config.Suppressions) are stored in
 // state RecipientSuppressed with a 550 5.7.1 reply, never tried, and each
-// gets an EventSuppressed; the others are queued. Use Get to see each
+// gets an event.Suppressed; the others are queued. Use Get to see each
 // recipient's state. A duplicate idempotency key returns the first
 // message's ID and a nil error.
 func (q *Queue) Enqueue(ctx context.Context, m *NewMessage, body io.Reader) (string, error) {
@@ -132,7 +133,7 @@ func (q *Queue) Enqueue(ctx context.Context, m *NewMessage, body io.Reader) (str
 	}
 	if len(suppressed) == msg.Recipients() {
 		for _, a := range suppressed {
-			e := q.msgEvent(EventSuppressed, msg, now)
+			e := q.msgEvent(event.Suppressed, msg, now)
 			e.Recipient, e.Domain, e.Reply = a, deliver.Domain(a), suppressedReply
 			q.emit(e)
 		}
@@ -145,9 +146,9 @@ func (q *Queue) Enqueue(ctx context.Context, m *NewMessage, body io.Reader) (str
 	if id != msg.ID { // an idempotent duplicate
 		return id, nil
 	}
-	q.emit(q.msgEvent(EventQueued, msg, now))
+	q.emit(q.msgEvent(event.Queued, msg, now))
 	for _, a := range suppressed {
-		e := q.msgEvent(EventSuppressed, msg, now)
+		e := q.msgEvent(event.Suppressed, msg, now)
 		e.Recipient, e.Domain, e.Reply = a, deliver.Domain(a), suppressedReply
 		q.emit(e)
 	}

@@ -9,13 +9,14 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/queue"
 	"github.com/mtakit/mta/queue/memstore"
 )
 
 // Enqueue one message and deliver it through a transport function.
 func Example() {
-	delivered := make(chan queue.Event, 10)
+	delivered := make(chan event.Event, 10)
 	q, err := queue.New(queue.Config{
 		Store:    memstore.New(),
 		Hostname: "mta.example.test",
@@ -26,8 +27,8 @@ func Example() {
 			}
 			return res
 		}),
-		Observer: queue.ObserverFunc(func(e queue.Event) {
-			if e.Type == queue.EventDelivered {
+		Events: event.SinkFunc(func(e event.Event) {
+			if e.Type == event.Delivered {
 				delivered <- e // buffered: observers must not block
 			}
 		}),

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/queue"
 	"github.com/mtakit/mta/queue/memstore"
 )
@@ -53,13 +54,13 @@ func (s *seededRand) Read(p []byte) (int, error) { return s.r.Read(p) }
 // recorder collects events and lets tests wait for them.
 type recorder struct {
 	mu     sync.Mutex
-	events []queue.Event
+	events []event.Event
 	signal chan struct{}
 }
 
 func newRecorder() *recorder { return &recorder{signal: make(chan struct{}, 1)} }
 
-func (r *recorder) Observe(e queue.Event) {
+func (r *recorder) Emit(e event.Event) {
 	r.mu.Lock()
 	r.events = append(r.events, e)
 	r.mu.Unlock()
@@ -69,13 +70,13 @@ func (r *recorder) Observe(e queue.Event) {
 	}
 }
 
-func (r *recorder) all() []queue.Event {
+func (r *recorder) all() []event.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]queue.Event(nil), r.events...)
+	return append([]event.Event(nil), r.events...)
 }
 
-func (r *recorder) count(match func(queue.Event) bool) int {
+func (r *recorder) count(match func(event.Event) bool) int {
 	n := 0
 	for _, e := range r.all() {
 		if match(e) {
@@ -109,8 +110,8 @@ func newHarness(t *testing.T, cfg queue.Config) *harness {
 		cfg.Now = h.clock.Now
 	}
 	cfg.Rand = newRand()
-	if cfg.Observer == nil {
-		cfg.Observer = h.rec
+	if cfg.Events == nil {
+		cfg.Events = h.rec
 	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 10 * time.Millisecond
@@ -143,11 +144,11 @@ func (h *harness) start() {
 
 // waitFor waits until at least n events match, failing after a generous
 // timeout. It never sleeps to synchronise: it wakes on every event.
-func (h *harness) waitFor(what string, n int, match func(queue.Event) bool) []queue.Event {
+func (h *harness) waitFor(what string, n int, match func(event.Event) bool) []event.Event {
 	h.t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
-		var got []queue.Event
+		var got []event.Event
 		for _, e := range h.rec.all() {
 			if match(e) {
 				got = append(got, e)
@@ -164,7 +165,7 @@ func (h *harness) waitFor(what string, n int, match func(queue.Event) bool) []qu
 	}
 }
 
-func fmtEvents(es []queue.Event) string {
+func fmtEvents(es []event.Event) string {
 	var b strings.Builder
 	for _, e := range es {
 		b.WriteString("\n  ")
@@ -176,8 +177,8 @@ func fmtEvents(es []queue.Event) string {
 	return b.String()
 }
 
-func isType(t queue.EventType, id string) func(queue.Event) bool {
-	return func(e queue.Event) bool { return e.Type == t && (id == "" || e.MessageID == id) }
+func isType(t event.Type, id string) func(event.Event) bool {
+	return func(e event.Event) bool { return e.Type == t && (id == "" || e.MessageID == id) }
 }
 
 func (h *harness) enqueue(from string, rcpts ...string) string {

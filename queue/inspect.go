@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+
+	"github.com/mtakit/mta/event"
 )
 
 // Get returns a copy of the message with its deliveries and every
@@ -23,13 +25,13 @@ func (q *Queue) List(ctx context.Context, f Filter) ([]*Message, error) {
 // Hold stops every unfinished delivery of the message from being attempted
 // until Release. An attempt already in flight completes.
 func (q *Queue) Hold(ctx context.Context, id string) error {
-	return q.control(ctx, id, EventHeld, func() error { return q.store.SetHeld(ctx, id, true) })
+	return q.control(ctx, id, event.Held, func() error { return q.store.SetHeld(ctx, id, true) })
 }
 
 // Release undoes Hold. The deliveries keep their scheduled times; use
 // RetryNow to attempt them at once.
 func (q *Queue) Release(ctx context.Context, id string) error {
-	return q.control(ctx, id, EventReleased, func() error { return q.store.SetHeld(ctx, id, false) })
+	return q.control(ctx, id, event.Released, func() error { return q.store.SetHeld(ctx, id, false) })
 }
 
 // RetryNow makes every unfinished, unheld delivery of the message due now.
@@ -47,15 +49,15 @@ func (q *Queue) Delete(ctx context.Context, id string) error {
 	if err := q.store.Delete(ctx, id); err != nil {
 		return err
 	}
-	q.emit(q.msgEvent(EventDeleted, m, q.now()))
+	q.emit(q.msgEvent(event.Deleted, m, q.now()))
 	return nil
 }
 
-func (q *Queue) control(ctx context.Context, id string, t EventType, op func() error) error {
+func (q *Queue) control(ctx context.Context, id string, t event.Type, op func() error) error {
 	if err := op(); err != nil {
 		return err
 	}
-	if t != "" && q.cfg.Observer != nil {
+	if t != "" && q.cfg.Events != nil {
 		if m, err := q.store.Get(ctx, id); err == nil {
 			q.emit(q.msgEvent(t, m, q.now()))
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mtakit/mta/bounce"
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 )
 
 // Enqueue and control errors. They are returned wrapped with details
@@ -128,10 +129,12 @@ type Config struct {
 	// Limiter, if set, is consulted before every attempt. Nil: unlimited.
 	Limiter Limiter
 
-	// Observer receives every event. It is called synchronously from the
-	// scheduler's goroutines and must return quickly (queue the event and
-	// return); nil: no events.
-	Observer Observer
+	// Events receives every state change (see the list in event.go's
+	// documentation of the types the queue emits). Emit is called
+	// synchronously from the scheduler's goroutines, possibly concurrently,
+	// and must return quickly: use an [event.Fanout], which buffers per
+	// sink. Nil: no events.
+	Events event.Sink
 
 	// Classify decides whether a failed reply is permanent. Nil: the rules
 	// of bounce.DefaultClassifier, as bounce.Classify applies them (a 552

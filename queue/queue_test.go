@@ -20,6 +20,7 @@ import (
 
 	"github.com/mtakit/mta/bounce"
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/queue"
 	"github.com/mtakit/mta/ratelimit"
 )
@@ -28,7 +29,7 @@ func TestDeliverSplitsByDomain(t *testing.T) {
 	tr := &sink{}
 	h := newHarness(t, queue.Config{Transport: tr})
 	id := h.enqueue("alice@sender.test", "bob@a.test", "carol@b.test", "dave@A.TEST", "bob@a.test")
-	h.waitFor("delivered", 3, isType(queue.EventDelivered, id))
+	h.waitFor("delivered", 3, isType(event.Delivered, id))
 	calls := tr.snapshot()
 	if len(calls) != 2 {
 		t.Fatalf("%d transport calls, want 2 (one per domain)", len(calls))
@@ -91,12 +92,12 @@ func TestBackoffSequence(t *testing.T) {
 	id := h.enqueue("a@sender.test", "b@a.test")
 	want := []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute, time.Hour, time.Hour}
 	for i, base := range want {
-		ev := h.waitFor("deferred", i+1, isType(queue.EventDeferred, id))[i]
+		ev := h.waitFor("deferred", i+1, isType(event.Deferred, id))[i]
 		if ev.Attempt != i+1 {
 			t.Errorf("deferral %d has Attempt %d", i+1, ev.Attempt)
 		}
-		if ev.Reply == nil || ev.Reply.Code != 451 || ev.Classification.Permanent {
-			t.Errorf("deferral %d: reply %v classification %+v", i+1, ev.Reply, ev.Classification)
+		if ev.Reply == nil || ev.Reply.Code != 451 || ev.Permanent {
+			t.Errorf("deferral %d: reply %v permanent %v", i+1, ev.Reply, ev.Permanent)
 		}
 		delay := ev.NextAttempt.Sub(ev.Time)
 		hi := min(base+base/4, time.Hour)
@@ -117,7 +118,7 @@ func TestBackoffSequence(t *testing.T) {
 		h.clock.Set(ev.NextAttempt)
 		h.q.Wake()
 		if i+1 < len(want) {
-			at := h.waitFor("attempt", i+2, isType(queue.EventAttempt, id))[i+1]
+			at := h.waitFor("attempt", i+2, isType(event.Attempt, id))[i+1]
 			if !at.Time.Equal(ev.NextAttempt) {
 				t.Errorf("attempt %d at %v, want exactly at its NextAttempt %v", i+2, at.Time, ev.NextAttempt)
 			}
@@ -230,10 +231,10 @@ func TestExpiryDSN(t *testing.T) {
 	}, "Subject: lost\r\n\r\nbody of the lost message\r\n")
 	// Drive the clock through the retries until the message expires.
 	for i := 1; ; i++ {
-		ev := h.waitFor("deferred or expired", i, func(e queue.Event) bool {
-			return e.MessageID == id && (e.Type == queue.EventDeferred || e.Type == queue.EventExpired)
+		ev := h.waitFor("deferred or expired", i, func(e event.Event) bool {
+			return e.MessageID == id && (e.Type == event.Deferred || e.Type == event.Expired)
 		})[i-1]
-		if ev.Type == queue.EventExpired {
+		if ev.Type == event.Expired {
 			if !ev.Time.Equal(created.Add(time.Hour)) {
 				t.Errorf("expired at %v, want exactly at the end of the lifetime (last retry scheduled then)", ev.Time.Sub(created))
 			}
@@ -252,7 +253,7 @@ func TestExpiryDSN(t *testing.T) {
 		}
 	}
 	waitGone(t, h, id)
-	h.waitFor("delivered DSN", 1, func(e queue.Event) bool { return e.Type == queue.EventDelivered && e.Recipient == "alice@sender.test" })
+	h.waitFor("delivered DSN", 1, func(e event.Event) bool { return e.Type == event.Delivered && e.Recipient == "alice@sender.test" })
 	dsns := dsnCalls(tr)
 	if len(dsns) != 1 {
 		t.Fatalf("%d DSNs sent, want 1", len(dsns))
@@ -321,17 +322,17 @@ func TestPermanentFailureAndNotify(t *testing.T) {
 			{Address: "plain@a.test"},
 		},
 	}, "Subject: x\r\n\r\nsecret body\r\n")
-	h.waitFor("bounced", 2, isType(queue.EventBounced, id))
-	h.waitFor("deferred", 1, isType(queue.EventDeferred, id))
-	h.waitFor("delivered DSN", 1, func(e queue.Event) bool { return e.Type == queue.EventDelivered && e.Recipient == "alice@sender.test" })
+	h.waitFor("bounced", 2, isType(event.Bounced, id))
+	h.waitFor("deferred", 1, isType(event.Deferred, id))
+	h.waitFor("delivered DSN", 1, func(e event.Event) bool { return e.Type == event.Delivered && e.Recipient == "alice@sender.test" })
 	for _, e := range h.rec.all() {
 		if e.MessageID != id {
 			continue
 		}
 		switch {
-		case e.Recipient == "full@a.test" && e.Type != queue.EventDeferred:
+		case e.Recipient == "full@a.test" && e.Type != event.Deferred:
 			t.Errorf("552 5.2.2 mailbox full gave %s, want deferred (bounce.Classify says transient)", e.Type)
-		case e.Type == queue.EventBounced && !e.Classification.Permanent:
+		case e.Type == event.Bounced && !e.Permanent:
 			t.Errorf("bounced event without a permanent classification: %+v", e)
 		}
 	}
@@ -387,7 +388,7 @@ func TestNullSenderGetsNoDSN(t *testing.T) {
 	})
 	h := newHarness(t, queue.Config{Transport: tr})
 	id := h.enqueue("", "x@a.test")
-	h.waitFor("bounced", 1, isType(queue.EventBounced, id))
+	h.waitFor("bounced", 1, isType(event.Bounced, id))
 	waitGone(t, h, id)
 	if msgs, err := h.q.List(t.Context(), queue.Filter{}); err != nil || len(msgs) != 0 {
 		t.Errorf("queue holds %d messages after a null-sender bounce (%v), want none: no DSN to <>", len(msgs), err)
@@ -395,7 +396,7 @@ func TestNullSenderGetsNoDSN(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Errorf("%d transport calls, want 1", n)
 	}
-	if n := h.rec.count(isType(queue.EventQueued, "")); n != 1 {
+	if n := h.rec.count(isType(event.Queued, "")); n != 1 {
 		t.Errorf("%d queued events, want 1 (no DSN)", n)
 	}
 }
@@ -416,7 +417,7 @@ func TestPriorityLanes(t *testing.T) {
 	for i := range 8 {
 		h.enqueueMsg(&queue.NewMessage{From: "s@sender.test", Recipients: recipients(fmt.Sprintf("t%d@tx%d.test", i, i)), Priority: queue.PriorityTransactional}, "x")
 	}
-	q2, err := queue.New(queue.Config{Store: h.store, Transport: tr, Workers: 1, BulkShare: 5, Now: h.clock.Now, Rand: newRand(), Observer: h.rec, PollInterval: 10 * time.Millisecond})
+	q2, err := queue.New(queue.Config{Store: h.store, Transport: tr, Workers: 1, BulkShare: 5, Now: h.clock.Now, Rand: newRand(), Events: h.rec, PollInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +425,7 @@ func TestPriorityLanes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q2.Shutdown(context.Background())
-	h.waitFor("delivered", 12, isType(queue.EventDelivered, ""))
+	h.waitFor("delivered", 12, isType(event.Delivered, ""))
 	mu.Lock()
 	got := strings.Join(order, "")
 	mu.Unlock()
@@ -469,14 +470,14 @@ func TestFairnessBlackholedDestination(t *testing.T) {
 		healthy = append(healthy, h.enqueue("s@sender.test", fmt.Sprintf("u%d@ok%d.test", i, i%4)))
 	}
 	q2, err := queue.New(queue.Config{Store: h.store, Transport: tr, Workers: 4, DestinationConcurrency: 2, AttemptTimeout: time.Hour,
-		Now: h.clock.Now, Rand: newRand(), Observer: h.rec, PollInterval: 10 * time.Millisecond})
+		Now: h.clock.Now, Rand: newRand(), Events: h.rec, PollInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := q2.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	h.waitFor("delivered", len(healthy), isType(queue.EventDelivered, ""))
+	h.waitFor("delivered", len(healthy), isType(event.Delivered, ""))
 	for range 2 {
 		select {
 		case <-deadStarted:
@@ -585,8 +586,8 @@ func TestSuppression(t *testing.T) {
 	tr := &sink{}
 	h := newHarness(t, queue.Config{Transport: tr, Suppressions: suppressions(t, "hard bounce 2030-01-01", "bad@a.test")})
 	id := h.enqueue("s@sender.test", "bad@a.test", "good@a.test")
-	h.waitFor("suppressed", 1, isType(queue.EventSuppressed, id))
-	h.waitFor("delivered", 1, isType(queue.EventDelivered, id))
+	h.waitFor("suppressed", 1, isType(event.Suppressed, id))
+	h.waitFor("delivered", 1, isType(event.Delivered, id))
 	for _, c := range tr.snapshot() {
 		for _, r := range c.env.Recipients {
 			if r.Address == "bad@a.test" {
@@ -596,7 +597,7 @@ func TestSuppression(t *testing.T) {
 	}
 	ev := h.rec.all()
 	for _, e := range ev {
-		if e.Type == queue.EventSuppressed && (e.Recipient != "bad@a.test" || e.Reply == nil || e.Reply.Code != 550) {
+		if e.Type == event.Suppressed && (e.Recipient != "bad@a.test" || e.Reply == nil || e.Reply.Code != 550) {
 			t.Errorf("suppressed event %+v", e)
 		}
 	}
@@ -644,7 +645,7 @@ func TestHoldReleaseRetryDelete(t *testing.T) {
 	}
 	// Released and due now (RetryNow while held set the time): delivered
 	// without moving the clock.
-	h.waitFor("delivered", 1, isType(queue.EventDelivered, id))
+	h.waitFor("delivered", 1, isType(event.Delivered, id))
 	if err := h.q.Delete(ctx, other); err != nil {
 		t.Fatal(err)
 	}
@@ -659,8 +660,8 @@ func TestHoldReleaseRetryDelete(t *testing.T) {
 			t.Errorf("a deleted message was delivered")
 		}
 	}
-	for _, typ := range []queue.EventType{queue.EventHeld, queue.EventReleased, queue.EventDeleted} {
-		if h.rec.count(func(e queue.Event) bool { return e.Type == typ }) != 1 {
+	for _, typ := range []event.Type{event.Held, event.Released, event.Deleted} {
+		if h.rec.count(func(e event.Event) bool { return e.Type == typ }) != 1 {
 			t.Errorf("want one %s event", typ)
 		}
 	}
@@ -717,7 +718,7 @@ func TestPanickingAndBrokenTransport(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t, queue.Config{Transport: fn})
 			id := h.enqueue("s@sender.test", "r@a.test")
-			ev := h.waitFor("deferred", 1, isType(queue.EventDeferred, id))[0]
+			ev := h.waitFor("deferred", 1, isType(event.Deferred, id))[0]
 			if ev.Reply.Code != 451 || ev.Reply.EnhancedCode != (smtp.EnhancedCode{4, 3, 0}) || !ev.NextAttempt.After(ev.Time) {
 				t.Errorf("deferred event %+v", ev)
 			}
@@ -735,7 +736,7 @@ func TestAttemptTimeout(t *testing.T) {
 	})
 	h := newHarness(t, queue.Config{Transport: tr, AttemptTimeout: 20 * time.Millisecond})
 	id := h.enqueue("s@sender.test", "r@a.test")
-	ev := h.waitFor("deferred", 1, isType(queue.EventDeferred, id))[0]
+	ev := h.waitFor("deferred", 1, isType(event.Deferred, id))[0]
 	if ev.Reply.Code != 421 {
 		t.Errorf("reply %v", ev.Reply)
 	}
@@ -761,12 +762,12 @@ func TestLimiterThrottles(t *testing.T) {
 	slow := h.enqueueMsg(&queue.NewMessage{From: "s@sender.test", Recipients: recipients("r@slow.test"), Tenant: "t1", SourcePool: "p1"}, "x")
 	h.clock.Advance(time.Second)
 	fast := h.enqueue("s@sender.test", "r@fast.test")
-	th := h.waitFor("throttled", 1, isType(queue.EventThrottled, slow))[0]
-	h.waitFor("delivered", 1, isType(queue.EventDelivered, fast))
+	th := h.waitFor("throttled", 1, isType(event.Throttled, slow))[0]
+	h.waitFor("delivered", 1, isType(event.Delivered, fast))
 	if th.NextAttempt.Sub(th.Time) != 10*time.Minute {
 		t.Errorf("throttled until +%v, want +10m", th.NextAttempt.Sub(th.Time))
 	}
-	if n := h.rec.count(isType(queue.EventThrottled, slow)); n != 1 {
+	if n := h.rec.count(isType(event.Throttled, slow)); n != 1 {
 		t.Errorf("%d throttled events before the wait is over, want 1 (no busy loop)", n)
 	}
 	m, _ := h.q.Get(t.Context(), slow)
@@ -775,7 +776,7 @@ func TestLimiterThrottles(t *testing.T) {
 	}
 	h.clock.Advance(10 * time.Minute)
 	h.q.Wake()
-	h.waitFor("delivered", 1, isType(queue.EventDelivered, slow))
+	h.waitFor("delivered", 1, isType(event.Delivered, slow))
 	mu.Lock()
 	defer mu.Unlock()
 	if !slices.Contains(keys, ratelimit.Key{Domain: "slow.test", Source: "p1", Tenant: "t1"}) {
@@ -799,11 +800,11 @@ func TestDelayWarning(t *testing.T) {
 		{Address: "b@a.test", Options: smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifyFailure}}},
 	}}, "x")
 	for i := 1; i <= 6; i++ {
-		ev := h.waitFor("deferred", 2*i, isType(queue.EventDeferred, id))[2*i-1]
+		ev := h.waitFor("deferred", 2*i, isType(event.Deferred, id))[2*i-1]
 		h.clock.Set(ev.NextAttempt)
 		h.q.Wake()
 	}
-	h.waitFor("delivered DSN", 1, func(e queue.Event) bool { return e.Type == queue.EventDelivered && e.Recipient == "s@sender.test" })
+	h.waitFor("delivered DSN", 1, func(e event.Event) bool { return e.Type == event.Delivered && e.Recipient == "s@sender.test" })
 	dsns := dsnCalls(tr)
 	if len(dsns) != 1 {
 		t.Fatalf("%d delay DSNs, want exactly 1", len(dsns))
@@ -937,7 +938,7 @@ func TestSiteConcurrency(t *testing.T) {
 		h.enqueue("s@sender.test", "first@"+d)
 		<-started
 		gate <- struct{}{}
-		h.waitFor("delivered", 1, func(e queue.Event) bool { return e.Type == queue.EventDelivered && e.Recipient == "first@"+d })
+		h.waitFor("delivered", 1, func(e event.Event) bool { return e.Type == event.Delivered && e.Recipient == "first@"+d })
 	}
 	for i := range 3 {
 		h.enqueue("s@sender.test", fmt.Sprintf("r%d@a.test", i))
@@ -947,7 +948,7 @@ func TestSiteConcurrency(t *testing.T) {
 		<-started
 		gate <- struct{}{}
 	}
-	h.waitFor("delivered", 8, isType(queue.EventDelivered, ""))
+	h.waitFor("delivered", 8, isType(event.Delivered, ""))
 	mu.Lock()
 	defer mu.Unlock()
 	if top != 1 {
@@ -964,13 +965,13 @@ func TestTransportIgnoringDeadlineIsAbandoned(t *testing.T) {
 	})
 	h := newHarness(t, queue.Config{Transport: tr, AttemptTimeout: 20 * time.Millisecond, Workers: 1})
 	id := h.enqueue("s@sender.test", "r@a.test")
-	ev := h.waitFor("deferred", 1, isType(queue.EventDeferred, id))[0]
+	ev := h.waitFor("deferred", 1, isType(event.Deferred, id))[0]
 	if ev.Reply.EnhancedCode != (smtp.EnhancedCode{4, 4, 1}) {
 		t.Errorf("abandoned attempt recorded as %v, want 4.4.1", ev.Reply)
 	}
 	// The only worker is free again: another message is attempted.
 	other := h.enqueue("s@sender.test", "r@b.test")
-	h.waitFor("deferred", 1, isType(queue.EventDeferred, other))
+	h.waitFor("deferred", 1, isType(event.Deferred, other))
 }
 
 // failDSNStore refuses to store DSNs.
@@ -989,7 +990,7 @@ func TestBounceKeptWhenDSNCannotBeStored(t *testing.T) {
 		return replyAll(env, 550, smtp.EnhancedCode{5, 1, 1}, "no such user")
 	})
 	h := newHarness(t, queue.Config{})
-	q, err := queue.New(queue.Config{Store: failDSNStore{h.store}, Transport: tr, Now: h.clock.Now, Rand: newRand(), Observer: h.rec, PollInterval: 10 * time.Millisecond, RetryMin: time.Minute})
+	q, err := queue.New(queue.Config{Store: failDSNStore{h.store}, Transport: tr, Now: h.clock.Now, Rand: newRand(), Events: h.rec, PollInterval: 10 * time.Millisecond, RetryMin: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1001,7 +1002,7 @@ func TestBounceKeptWhenDSNCannotBeStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := h.waitFor("deferred", 1, isType(queue.EventDeferred, id))[0]
+	ev := h.waitFor("deferred", 1, isType(event.Deferred, id))[0]
 	if ev.NextAttempt.Sub(ev.Time) != time.Minute {
 		t.Errorf("retry in %v, want RetryMin", ev.NextAttempt.Sub(ev.Time))
 	}
@@ -1009,7 +1010,7 @@ func TestBounceKeptWhenDSNCannotBeStored(t *testing.T) {
 	if err != nil || m.Deliveries[0].Recipients[0].State != queue.RecipientPending {
 		t.Errorf("a bounce whose DSN could not be stored was finished: %v %v", m, err)
 	}
-	if n := h.rec.count(isType(queue.EventBounced, id)); n != 0 {
+	if n := h.rec.count(isType(event.Bounced, id)); n != 0 {
 		t.Errorf("%d bounced events, want 0 until the DSN is stored", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mtakit/mta/bounce"
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/ratelimit"
 )
 
@@ -247,7 +248,7 @@ func (q *Queue) process(cl *Claim, site string) {
 			q.throttled[d.Domain] = now.Add(wait)
 			q.mu.Unlock()
 			if q.release(rctx, cl, now.Add(wait)) {
-				e := q.msgEvent(EventThrottled, msg, now)
+				e := q.msgEvent(event.Throttled, msg, now)
 				e.Domain, e.NextAttempt, e.Attempt = d.Domain, now.Add(wait), d.Attempts+1
 				q.emit(e)
 			}
@@ -274,7 +275,7 @@ func (q *Queue) process(cl *Claim, site string) {
 		env.Recipients = append(env.Recipients, deliver.Recipient{Address: r.Address, Options: r.Options})
 	}
 	start := q.now()
-	ev := q.msgEvent(EventAttempt, msg, start)
+	ev := q.msgEvent(event.Attempt, msg, start)
 	ev.Domain, ev.Attempt = d.Domain, d.Attempts+1
 	q.emit(ev)
 
@@ -361,7 +362,7 @@ type outcome struct {
 	res    deliver.Result
 	state  RecipientState
 	class  bounce.Classification
-	event  EventType
+	event  event.Type
 	action bounce.Action // DSN action, "" when no DSN is due
 	status smtp.EnhancedCode
 }
@@ -395,7 +396,7 @@ func (q *Queue) finish(ctx context.Context, cl *Claim, body Body, env *deliver.E
 		o := outcome{rcpt: d.recipient(r.Recipient), res: r}
 		switch {
 		case r.Delivered():
-			o.state, o.event = RecipientDelivered, EventDelivered
+			o.state, o.event = RecipientDelivered, event.Delivered
 			if wantsNotify(o.rcpt.Options, smtp.DSNNotifySuccess) {
 				// We relayed the message to another MTA: RFC 3464 §2.3.3
 				// "relayed" (the next hop may send its own "delivered").
@@ -404,12 +405,12 @@ func (q *Queue) finish(ctx context.Context, cl *Claim, body Body, env *deliver.E
 		default:
 			o.class = q.cfg.Classify(r.Reply)
 			if o.class.Permanent {
-				o.state, o.event = RecipientFailed, EventBounced
+				o.state, o.event = RecipientFailed, event.Bounced
 				if wantsNotify(o.rcpt.Options, smtp.DSNNotifyFailure) {
 					o.action, o.status = bounce.ActionFailed, r.Reply.EnhancedCode
 				}
 			} else {
-				o.state, o.event = RecipientPending, EventDeferred
+				o.state, o.event = RecipientPending, event.Deferred
 				stillPending = true
 			}
 		}
@@ -428,7 +429,7 @@ func (q *Queue) finish(ctx context.Context, cl *Claim, body Body, env *deliver.E
 		case !now.Before(msg.Expires):
 			for i := range outs {
 				if o := &outs[i]; o.state == RecipientPending {
-					o.state, o.event = RecipientFailed, EventExpired
+					o.state, o.event = RecipientFailed, event.Expired
 					o.class.Permanent = true
 					if wantsNotify(o.rcpt.Options, smtp.DSNNotifyFailure) {
 						o.action, o.status = bounce.ActionFailed, smtp.EnhancedCode{4, 4, 7}
@@ -484,9 +485,13 @@ func (q *Queue) finish(ctx context.Context, cl *Claim, body Body, env *deliver.E
 	for _, o := range outs {
 		e := q.msgEvent(o.event, msg, now)
 		e.Recipient, e.Domain, e.Attempt = o.rcpt.Address, d.Domain, attemptNo
-		e.Reply, e.Route, e.Classification = o.res.Reply, o.res.Route, o.class
+		e.Reply = o.res.Reply
+		setRoute(&e, o.res.Route)
+		if o.event != event.Delivered {
+			setClass(&e, o.class)
+		}
 		e.Latency = o.res.Duration
-		if o.event == EventDelivered {
+		if o.event == event.Delivered {
 			e.Latency = now.Sub(msg.Created)
 		}
 		if o.state == RecipientPending {
@@ -541,7 +546,7 @@ func (q *Queue) keepForDSN(comp *Completion, outs []outcome, now time.Time) {
 	for i := range outs {
 		o := &outs[i]
 		if o.action == bounce.ActionFailed {
-			o.state, o.event, o.action = RecipientPending, EventDeferred, ""
+			o.state, o.event, o.action = RecipientPending, event.Deferred, ""
 			comp.Results[i].State = RecipientPending
 			kept = true
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/queue"
 )
 
@@ -38,7 +39,7 @@ func run(dir string) error {
 	}
 	defer store.Close()
 
-	done := make(chan queue.Event, 1)
+	done := make(chan event.Event, 1)
 	q, err := queue.New(queue.Config{
 		Store:    store,
 		Hostname: "mta.example.test",
@@ -50,8 +51,8 @@ func run(dir string) error {
 			}
 			return res
 		}),
-		Observer: queue.ObserverFunc(func(e queue.Event) {
-			if e.Type == queue.EventDelivered {
+		Events: event.SinkFunc(func(e event.Event) {
+			if e.Type == event.Delivered {
 				select {
 				case done <- e:
 				default:

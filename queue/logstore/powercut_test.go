@@ -35,8 +35,7 @@ type pcMsg struct {
 	maybe  []pcState // outcomes of calls in flight when the power went
 	// op is held from a claim until the model records the call's outcome,
 	// so that outcomes are recorded in the order the store applied them.
-	op      sync.Mutex
-	checked bool
+	op sync.Mutex
 }
 
 type pcModel struct {

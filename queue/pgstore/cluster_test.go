@@ -138,19 +138,26 @@ const (
 	nodeWorkers  = 16
 )
 
-// TestClusterNode is the body of a node process started by the cluster
-// tests (the test binary re-executed with PGSTORE_CLUSTER_CHILD=1). It runs
-// a queue.Queue on the store until its stdin is closed. Run directly, it
-// does nothing.
-func TestClusterNode(t *testing.T) {
-	if os.Getenv(childEnv) != "1" {
-		t.Skip("only runs as a node process started by TestCluster*")
+// TestMain runs the body of a node process when the cluster tests start
+// the test binary as one (PGSTORE_CLUSTER_CHILD=1).
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		os.Exit(clusterNode())
+	}
+	os.Exit(m.Run())
+}
+
+// clusterNode runs a queue.Queue on the store until its stdin is closed.
+func clusterNode() int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "node:", err)
+		return 1
 	}
 	lease, _ := time.ParseDuration(os.Getenv("PGSTORE_CLUSTER_LEASE"))
 	node := os.Getenv("PGSTORE_CLUSTER_NODE")
 	s, err := Open(context.Background(), Config{DSN: os.Getenv("PGSTORE_CLUSTER_DSN"), Schema: os.Getenv("PGSTORE_CLUSTER_SCHEMA")})
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	defer s.Close()
 	tr, err := deliver.NewStatic(deliver.StaticConfig{
@@ -158,22 +165,23 @@ func TestClusterNode(t *testing.T) {
 		Routes:       []deliver.StaticRoute{{Domain: "*", Host: os.Getenv("PGSTORE_CLUSTER_SINK"), TLS: deliver.TLSNone}},
 	})
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	defer tr.Close()
 	q, err := newNodeQueue(s, tr, node, lease)
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	if err := q.Start(context.Background()); err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
 	io.Copy(io.Discard, os.Stdin) // until the parent closes stdin
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := q.Shutdown(ctx); err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
+	return 0
 }
 
 func newNodeQueue(s *Store, tr deliver.Transport, node string, lease time.Duration) (*queue.Queue, error) {
@@ -193,9 +201,9 @@ func newNodeQueue(s *Store, tr deliver.Transport, node string, lease time.Durati
 }
 
 // clusterN is the number of messages of the cluster tests:
-// MTA_PG_MULTINODE_N, default 2000.
+// MTA_PG_MULTINODE_N, default 10,000 (300 with -short).
 func clusterN(t *testing.T) int {
-	n := 2000
+	n := 10000
 	if v := os.Getenv("MTA_PG_MULTINODE_N"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 10 {
@@ -218,7 +226,7 @@ type node struct {
 func startNode(t *testing.T, name, dsn, schema, sinkAddr string, lease time.Duration) *node {
 	t.Helper()
 	n := &node{name: name}
-	n.cmd = exec.Command(os.Args[0], "-test.run=^TestClusterNode$", "-test.v")
+	n.cmd = exec.Command(os.Args[0])
 	n.cmd.Env = append(os.Environ(), childEnv+"=1",
 		"PGSTORE_CLUSTER_DSN="+dsn, "PGSTORE_CLUSTER_SCHEMA="+schema, "PGSTORE_CLUSTER_SINK="+sinkAddr,
 		"PGSTORE_CLUSTER_NODE="+name, "PGSTORE_CLUSTER_LEASE="+lease.String())
@@ -250,11 +258,19 @@ type clusterRun struct {
 	nodes  []*node
 	n      int
 	total  int // recipients
+	// retry makes enqueue retry a failed Enqueue (with an idempotency
+	// key, so that one that did commit is not queued twice) instead of
+	// failing the test.
+	retry bool
 }
 
 func newClusterRun(t *testing.T, lease time.Duration) *clusterRun {
 	dsn := testDSN(t)
-	c := &clusterRun{t: t, dsn: dsn, schema: testSchema(t, dsn), n: clusterN(t)}
+	c := &clusterRun{t: t, schema: testSchema(t, dsn), n: clusterN(t)}
+	// Every connection of the run, the nodes' included, carries the
+	// schema's name, so that TestDatabaseRestart can cut them all.
+	c.dsn = withAppName(t, dsn, "pgstore-"+c.schema)
+	dsn = c.dsn
 	c.store = openTest(t, Config{DSN: dsn, Schema: c.schema})
 	var err error
 	if c.q, err = queue.New(queue.Config{Store: c.store, Hostname: "parent.test"}); err != nil {
@@ -277,14 +293,21 @@ func (c *clusterRun) enqueue(ctx context.Context) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := w; i < c.n; i += 8 {
-				m := &queue.NewMessage{From: "sender@src.test"}
+				m := &queue.NewMessage{From: "sender@src.test", IdempotencyKey: strconv.Itoa(i)}
 				for _, r := range clusterRecipients(i) {
 					m.Recipients = append(m.Recipients, deliver.Recipient{Address: r})
 				}
 				body := fmt.Sprintf("X-Seq: %d\r\nSubject: message %d\r\n\r\n%s\r\n", i, i, strings.Repeat("0123456789abcdef", 64))
-				if _, err := c.q.Enqueue(ctx, m, strings.NewReader(body)); err != nil {
-					errs <- fmt.Errorf("Enqueue %d: %w", i, err)
-					return
+				for try := 0; ; try++ {
+					_, err := c.q.Enqueue(ctx, m, strings.NewReader(body))
+					if err == nil {
+						break
+					}
+					if !c.retry || try == 100 {
+						errs <- fmt.Errorf("Enqueue %d: %w", i, err)
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
 				}
 			}
 		})
@@ -437,4 +460,48 @@ func TestClusterNodeKilled(t *testing.T) {
 	}
 	t.Logf("%d messages (%d recipients) in %v; node0 killed after %v; %d recipients delivered twice (in flight at the kill); per node: %v",
 		c.n, c.total, elapsed.Round(time.Millisecond), killedAt.Sub(start).Round(time.Millisecond), len(dups), c.sink.nodes)
+}
+
+// TestDatabaseRestart cuts every database connection of the run (the
+// parent's and the three nodes', as a PostgreSQL restart does) twice while
+// messages are being enqueued and delivered: the nodes reconnect and carry
+// on, and every acknowledged message is delivered. Enqueues that fail
+// during a cut are retried by the client with their idempotency key.
+func TestDatabaseRestart(t *testing.T) {
+	c := newClusterRun(t, 2*time.Second)
+	c.retry = true
+	ctx := t.Context()
+	admin := openTest(t, Config{DSN: testDSN(t), Schema: c.schema})
+	enqueued := make(chan struct{})
+	go func() {
+		defer close(enqueued)
+		c.enqueue(ctx)
+	}()
+	cut := func() int {
+		var n int
+		err := admin.pool.QueryRow(ctx,
+			"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+			"pgstore-"+c.schema).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	cuts := 0
+	for i, frac := range []int{5, 2} {
+		if !c.sink.waitFor(3*time.Minute, func() bool { return c.distinct() >= c.total/frac }) {
+			c.dumpNodes()
+			t.Fatalf("the nodes did not deliver 1/%d of the messages in 3 minutes", frac)
+		}
+		n := cut()
+		if n == 0 {
+			t.Fatalf("cut %d: no connection of the run was found to terminate", i+1)
+		}
+		cuts += n
+	}
+	<-enqueued
+	c.finish(ctx)
+	dups := c.checkDelivered()
+	t.Logf("%d messages (%d recipients) delivered across two cuts of %d connections in all; %d recipients delivered twice (attempts whose completion was cut)",
+		c.n, c.total, cuts, len(dups))
 }
