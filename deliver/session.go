@@ -737,15 +737,14 @@ func okReply(text string) *smtp.SMTPError {
 
 // Errors behind locally made permanent failures of one transaction.
 var (
-	ErrTooBig      = errors.New("deliver: message larger than the server accepts")
-	ErrExtension   = errors.New("deliver: server lacks an SMTP extension the message needs")
-	ErrRequireTLS  = errors.New("deliver: REQUIRETLS cannot be satisfied")
-	ErrNoRoute     = errors.New("deliver: no route")
-	ErrNullMX      = errors.New("deliver: domain accepts no mail (null MX)")
-	ErrNoSuchHost  = errors.New("deliver: domain does not exist")
-	ErrDNS         = errors.New("deliver: DNS lookup failed")
-	ErrPolicy      = errors.New("deliver: TLS policy not satisfied")
-	ErrUnreachable = errors.New("deliver: no MX host could be reached")
+	ErrTooBig     = errors.New("deliver: message larger than the server accepts")
+	ErrExtension  = errors.New("deliver: server lacks an SMTP extension the message needs")
+	ErrRequireTLS = errors.New("deliver: REQUIRETLS cannot be satisfied")
+	ErrNoRoute    = errors.New("deliver: no route")
+	ErrNullMX     = errors.New("deliver: domain accepts no mail (null MX)")
+	ErrNoSuchHost = errors.New("deliver: domain does not exist")
+	ErrDNS        = errors.New("deliver: DNS lookup failed")
+	ErrPolicy     = errors.New("deliver: TLS policy not satisfied")
 )
 
 func sizeLimit(ext map[string]string) (int64, bool) {

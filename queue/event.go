@@ -24,7 +24,7 @@ import (
 //   - event.Expired: a recipient was still failing when the message's
 //     lifetime ended.
 //   - event.Suppressed: a recipient was on the suppression list at enqueue
-//     (Recipient, Domain, Reply is the local 550 5.1.1 refusal).
+//     (Recipient, Domain, Reply is the local 550 5.7.1 refusal).
 //   - event.Held, event.Released, event.Deleted: operator actions
 //     (Recipient empty).
 //   - event.Throttled: the Limiter refused an attempt (Domain, Attempt,

@@ -60,6 +60,7 @@ type Server struct {
 	mu     sync.Mutex
 	srvs   []*smtp.Server
 	closed bool
+	done   chan struct{} // closed by Shutdown
 	wg     sync.WaitGroup
 }
 
@@ -72,7 +73,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{be: be}, nil
+	return &Server{be: be, done: make(chan struct{})}, nil
 }
 
 // Backend returns the server's backend.
@@ -124,12 +125,17 @@ func (s *Server) Listen(lc ListenerConfig) (net.Addr, error) {
 }
 
 // ListenAndServe is Listen, then waits until ctx ends (and shuts the
-// whole server down with a fresh 30 s budget) or Shutdown is called.
+// whole server down with a fresh 30 s budget) or Shutdown is called (and
+// returns ErrServerClosed).
 func (s *Server) ListenAndServe(ctx context.Context, lc ListenerConfig) error {
 	if _, err := s.Listen(lc); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-s.done:
+		return ErrServerClosed
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.Shutdown(sctx); err != nil && !errors.Is(err, ErrServerClosed) {
@@ -148,6 +154,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ErrServerClosed
 	}
 	s.closed = true
+	close(s.done)
 	srvs := s.srvs
 	s.mu.Unlock()
 	var errs []error

@@ -168,9 +168,9 @@ func (m *Metrics) Emit(e event.Event) {
 }
 
 // SetDepth sets the queue depth gauge for a state (e.g. "ready",
-// "deferred", "held") and lane (e.g. a priority or tenant). The queue, or
-// a goroutine polling it, calls it whenever the depth changes or
-// periodically.
+// "deferred", "held") and lane (e.g. a priority or tenant). The queue does
+// not call it: the application does, from a goroutine that polls the
+// queue's inspection API (queue.Queue.List or the store) periodically.
 func (m *Metrics) SetDepth(state, lane string, n int) {
 	m.depth.WithLabelValues(state, lane).Set(float64(n))
 }

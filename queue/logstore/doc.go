@@ -8,7 +8,7 @@
 //	s, err := logstore.Open("/var/spool/mta", nil)
 //	if err != nil { ... }
 //	defer s.Close()
-//	q := queue.New(s, ...)
+//	q, err := queue.New(queue.Config{Store: s, Transport: tr, Hostname: "mx.example.com"})
 //
 // # Files
 //
