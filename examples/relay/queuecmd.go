@@ -29,12 +29,17 @@ func queueCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	if *dir == "" || fs.NArg() == 0 {
+	if fs.NArg() == 0 {
 		fs.Usage()
 		return errUsage
 	}
-	verb, ids := fs.Arg(0), fs.Args()[1:]
-	if verb != "list" && len(ids) == 0 {
+	// Flags may also follow the verb: "list -domain D".
+	verb := fs.Arg(0)
+	if err := fs.Parse(fs.Args()[1:]); err != nil {
+		return errUsage
+	}
+	ids := fs.Args()
+	if *dir == "" || verb != "list" && len(ids) == 0 {
 		fs.Usage()
 		return errUsage
 	}

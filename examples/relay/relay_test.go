@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"context"
 	"crypto"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +27,7 @@ import (
 
 	"github.com/mtakit/mta/auth/dkim"
 	"github.com/mtakit/mta/deliver/smtptest"
+	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/resolver"
 	"github.com/mtakit/mta/resolver/dnstest"
 	"github.com/mtakit/mta/submit"
@@ -467,6 +472,10 @@ func TestQueueSubcommands(t *testing.T) {
 	if err := queueCmd(context.Background(), []string{"-queue-dir", qdir, "-state", "held", "list"}, &out); err != nil || !strings.Contains(out.String(), id) {
 		t.Fatalf("list -state held: %v\n%s", err, out.String())
 	}
+	out.Reset() // flags after the verb, as the usage shows them
+	if err := queueCmd(context.Background(), []string{"-queue-dir", qdir, "list", "-domain", "other.test"}, &out); err != nil || !strings.Contains(out.String(), "0 message(s)") {
+		t.Fatalf("list -domain other.test: %v\n%s", err, out.String())
+	}
 	for _, verb := range []string{"release", "retry", "delete"} {
 		if err := queueCmd(context.Background(), []string{"-queue-dir", qdir, verb, id}, io.Discard); err != nil {
 			t.Fatalf("%s: %v", verb, err)
@@ -508,6 +517,57 @@ func TestSandboxQuickstart(t *testing.T) {
 	// The generated key is reused on the next start.
 	if _, err := os.Stat(filepath.Join(dir, "queue", "dkim", "demo._domainkey.example.test.pem")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEventsLogAndWebhook: with -webhook the relay POSTs every event of a
+// message, signed, to the endpoint; the events are logged as well.
+func TestEventsLogAndWebhook(t *testing.T) {
+	secret := []byte("relay-test-secret")
+	var mu sync.Mutex
+	var types []event.Type
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := event.Verify(secret, r.Header.Get(event.SignatureHeader), body, time.Now(), time.Minute); err != nil {
+			t.Errorf("webhook signature: %v", err)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var evs []event.Event
+		if err := json.Unmarshal(body, &evs); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		mu.Lock()
+		for _, e := range evs {
+			types = append(types, e.Type)
+		}
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	dir := t.TempDir()
+	p := startRelay(t, "-sandbox", filepath.Join(dir, "sandbox"), "-listen", "127.0.0.1:0", "-queue-dir", filepath.Join(dir, "queue"),
+		"-webhook", hook.URL, "-webhook-secret", string(secret))
+	var out strings.Builder
+	if err := sendCmd(context.Background(), []string{"-server", p.addrs["smtp"], "-from", "me@example.test", "-to", "you@example.test"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the delivered event at the webhook", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(types, event.Delivered)
+	})
+	p.stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []event.Type{event.Queued, event.Attempt, event.Delivered}; !slices.Equal(types, want) {
+		t.Errorf("webhook received %v, want %v", types, want)
+	}
+	if log := p.stderr.String(); !regexp.MustCompile(`msg=event .*type=delivered`).MatchString(log) {
+		t.Errorf("no delivered event in the log:\n%s", log)
 	}
 }
 

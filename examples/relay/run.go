@@ -17,8 +17,10 @@ import (
 
 	"github.com/mtakit/mta/auth/dkim"
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/queue"
 	"github.com/mtakit/mta/queue/logstore"
+	"github.com/mtakit/mta/ratelimit"
 	"github.com/mtakit/mta/resolver"
 	"github.com/mtakit/mta/submit"
 )
@@ -56,6 +58,8 @@ type options struct {
 	mxPort, concurrency                  int
 	maxSize                              int64
 	retryMin, retryMax, lifetime         time.Duration
+	webhook, webhookSecret, rateLimits   string
+	logEvents                            bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -86,6 +90,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.concurrency, "concurrency", 32, "concurrent outbound deliveries")
 	fs.Int64Var(&o.maxSize, "max-size", 50<<20, "message size limit in `bytes`")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&o.logEvents, "log-events", true, "log every delivery event (queued, attempt, delivered, deferred, bounced, ...) at info")
+	fs.StringVar(&o.webhook, "webhook", "", "POST every delivery event, signed, to `URL` (outbox in the queue directory)")
+	fs.StringVar(&o.webhookSecret, "webhook-secret", "", "HMAC `secret` of -webhook signatures (default: $MTA_WEBHOOK_SECRET)")
+	fs.StringVar(&o.rateLimits, "rate-limits", "", "rate-limit policy `file` (ratelimit.ParsePolicy syntax; warm-up counters kept in the queue directory)")
 	if err := fs.Parse(args); err != nil {
 		return nil, errUsage
 	}
@@ -188,7 +196,20 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer store.Close()
+	events, closeEvents, err := buildEvents(o, log)
+	if err != nil {
+		return err
+	}
+	defer closeEvents()
+	limiter, closeLimiter, err := buildLimiter(o)
+	if err != nil {
+		return err
+	}
+	defer closeLimiter()
+
 	q, err := queue.New(queue.Config{
+		Events:    events,
+		Limiter:   limiter,
 		Store:     store,
 		Transport: transport,
 		Hostname:  o.hostname,
@@ -437,4 +458,70 @@ func parseListen(s string) (submit.ListenerConfig, error) {
 		}
 	}
 	return lc, nil
+}
+
+// buildEvents makes the event sinks the flags ask for: the log and a
+// signed webhook with its durable outbox in the queue directory.
+func buildEvents(o *options, log *slog.Logger) (event.Sink, func(), error) {
+	var sinks []event.Sink
+	var wh *event.Webhook
+	if o.logEvents {
+		sinks = append(sinks, event.LogSink{Logger: log.With("part", "event")})
+	}
+	if o.webhook != "" {
+		secret := o.webhookSecret
+		if secret == "" {
+			secret = os.Getenv("MTA_WEBHOOK_SECRET")
+		}
+		if secret == "" {
+			return nil, nil, errors.New("-webhook needs -webhook-secret or $MTA_WEBHOOK_SECRET")
+		}
+		var err error
+		wh, err = event.NewWebhook(event.WebhookConfig{
+			Dir:       filepath.Join(o.queueDir, "webhook"),
+			Endpoints: []event.Endpoint{{Name: "webhook", URL: o.webhook, Secret: []byte(secret)}},
+			Logger:    log.With("part", "webhook"),
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("-webhook: %w", err)
+		}
+		sinks = append(sinks, wh)
+	}
+	if len(sinks) == 0 {
+		return nil, func() {}, nil
+	}
+	f := event.NewFanout(event.FanoutConfig{Sinks: sinks})
+	return f, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = f.Close(ctx)
+		if wh != nil {
+			_ = wh.Close(ctx)
+		}
+	}, nil
+}
+
+// buildLimiter loads the -rate-limits policy, if any.
+func buildLimiter(o *options) (queue.Limiter, func(), error) {
+	if o.rateLimits == "" {
+		return nil, func() {}, nil
+	}
+	text, err := os.ReadFile(o.rateLimits)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := ratelimit.ParsePolicy(string(text))
+	if err != nil {
+		return nil, nil, fmt.Errorf("-rate-limits %s: %w", o.rateLimits, err)
+	}
+	ws, err := ratelimit.OpenFileWarmupStore(filepath.Join(o.queueDir, "warmup"))
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := ratelimit.New(ratelimit.Config{Policy: p, WarmupStore: ws})
+	if err != nil {
+		ws.Close()
+		return nil, nil, err
+	}
+	return &queue.RateLimits{Limiter: l}, func() { l.Close(); ws.Close() }, nil
 }
