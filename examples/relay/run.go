@@ -17,6 +17,7 @@ import (
 
 	"github.com/mtakit/mta/auth/dkim"
 	"github.com/mtakit/mta/deliver"
+	"github.com/mtakit/mta/deliver/mtasts"
 	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/queue"
 	"github.com/mtakit/mta/queue/logstore"
@@ -59,7 +60,7 @@ type options struct {
 	maxSize                              int64
 	retryMin, retryMax, lifetime         time.Duration
 	webhook, webhookSecret, rateLimits   string
-	logEvents                            bool
+	logEvents, noSTS                     bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -93,6 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.logEvents, "log-events", true, "log every delivery event (queued, attempt, delivered, deferred, bounced, ...) at info")
 	fs.StringVar(&o.webhook, "webhook", "", "POST every delivery event, signed, to `URL` (outbox in the queue directory)")
 	fs.StringVar(&o.webhookSecret, "webhook-secret", "", "HMAC `secret` of -webhook signatures (default: $MTA_WEBHOOK_SECRET)")
+	fs.BoolVar(&o.noSTS, "no-mta-sts", false, "do not apply MTA-STS policies (RFC 8461) to MX delivery")
 	fs.StringVar(&o.rateLimits, "rate-limits", "", "rate-limit policy `file` (ratelimit.ParsePolicy syntax; warm-up counters kept in the queue directory)")
 	if err := fs.Parse(args); err != nil {
 		return nil, errUsage
@@ -328,7 +330,15 @@ func buildTransport(o *options, log *slog.Logger) (deliver.Transport, func(), er
 		if o.mxPort <= 0 || o.mxPort > 65535 {
 			return nil, nil, fmt.Errorf("-mx-port %d out of range", o.mxPort)
 		}
-		mx, err = deliver.NewMX(deliver.MXConfig{ClientConfig: client, Resolver: res, Port: uint16(o.mxPort)})
+		mcfg := deliver.MXConfig{ClientConfig: client, Resolver: res, Port: uint16(o.mxPort)}
+		if !o.noSTS {
+			sts, err := mtasts.New(mtasts.Config{Resolver: res, Logger: log.With("part", "mta-sts")})
+			if err != nil {
+				return nil, nil, err
+			}
+			mcfg.STS = sts
+		}
+		mx, err = deliver.NewMX(mcfg)
 		if err != nil {
 			return nil, nil, err
 		}
