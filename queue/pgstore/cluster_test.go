@@ -41,7 +41,7 @@ type sinkHit struct {
 	at   time.Time
 }
 
-func newSink(t *testing.T) *sink {
+func newSink(t testing.TB) *sink {
 	t.Helper()
 	k := &sink{got: map[string][]sinkHit{}, nodes: map[string]int{}}
 	k.cond = sync.NewCond(&k.mu)
@@ -223,7 +223,7 @@ type node struct {
 	output bytes.Buffer
 }
 
-func startNode(t *testing.T, name, dsn, schema, sinkAddr string, lease time.Duration) *node {
+func startNode(t testing.TB, name, dsn, schema, sinkAddr string, lease time.Duration) *node {
 	t.Helper()
 	n := &node{name: name}
 	n.cmd = exec.Command(os.Args[0])
