@@ -56,7 +56,7 @@ type options struct {
 	queueDir, hostname, sandbox          string
 	smarthost, dkimCanon                 string
 	tlsCert, tlsKey, usersFile, logLevel string
-	mxPort, concurrency                  int
+	mxPort, concurrency, destConcurrency int
 	maxSize                              int64
 	retryMin, retryMax, lifetime         time.Duration
 	webhook, webhookSecret, rateLimits   string
@@ -88,7 +88,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.usersFile, "users", "", "AUTH users `file`: name:bcrypt-hash[:sender,...] per line")
 	fs.StringVar(&o.sandbox, "sandbox", "", "deliver nothing; write each message into `DIR`")
 	fs.Var(&o.trusted, "trusted", "trusted client `networks` that relay without AUTH (default 127.0.0.0/8,::1/128)")
-	fs.IntVar(&o.concurrency, "concurrency", 32, "concurrent outbound deliveries")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent outbound deliveries in all (queue workers)")
+	fs.IntVar(&o.destConcurrency, "destination-concurrency", 20, "concurrent deliveries per destination (recipient domain, and MX site or route host), like Postfix's default_destination_concurrency_limit")
 	fs.Int64Var(&o.maxSize, "max-size", 50<<20, "message size limit in `bytes`")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.logEvents, "log-events", true, "log every delivery event (queued, attempt, delivered, deferred, bounced, ...) at info")
@@ -216,9 +217,12 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Transport: transport,
 		Hostname:  o.hostname,
 		Workers:   o.concurrency,
-		RetryMin:  o.retryMin,
-		RetryMax:  o.retryMax,
-		Lifetime:  o.lifetime,
+		// Per destination: every domain behind one smarthost shares its
+		// site, so this also caps connections to that host.
+		DestinationConcurrency: o.destConcurrency,
+		RetryMin:               o.retryMin,
+		RetryMax:               o.retryMax,
+		Lifetime:               o.lifetime,
 		// The retry delays given on the command line also bound how
 		// often an idle scheduler looks at the store.
 		PollInterval:   min(time.Second, max(o.retryMin/2, 100*time.Millisecond)),
@@ -304,7 +308,7 @@ func describeTransport(o *options) string {
 func buildTransport(o *options, log *slog.Logger) (deliver.Transport, func(), error) {
 	client := deliver.ClientConfig{
 		Hostname: o.hostname,
-		Pool:     deliver.PoolConfig{MaxConnsPerHost: o.concurrency},
+		Pool:     deliver.PoolConfig{MaxConnsPerHost: o.destConcurrency},
 		Logger:   log.With("part", "deliver"),
 	}
 	if o.sandbox != "" {
