@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,7 @@ type options struct {
 	retryMin, retryMax, lifetime         time.Duration
 	webhook, webhookSecret, rateLimits   string
 	logEvents, noSTS                     bool
+	cpuProfile                           string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -95,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.logEvents, "log-events", true, "log every delivery event (queued, attempt, delivered, deferred, bounced, ...) at info")
 	fs.StringVar(&o.webhook, "webhook", "", "POST every delivery event, signed, to `URL` (outbox in the queue directory)")
 	fs.StringVar(&o.webhookSecret, "webhook-secret", "", "HMAC `secret` of -webhook signatures (default: $MTA_WEBHOOK_SECRET)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to `file` until the relay exits")
 	fs.BoolVar(&o.noSTS, "no-mta-sts", false, "do not apply MTA-STS policies (RFC 8461) to MX delivery")
 	fs.StringVar(&o.rateLimits, "rate-limits", "", "rate-limit policy `file` (ratelimit.ParsePolicy syntax; warm-up counters kept in the queue directory)")
 	if err := fs.Parse(args); err != nil {
@@ -124,6 +127,17 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
