@@ -96,6 +96,8 @@ func (q *Queue) sendDSN(ctx context.Context, msg *Message, body deliver.Body, ou
 	}}}}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(bounce.NewDSN(pw, report)) }()
+	ungate := q.gate(id)
+	defer ungate()
 	err = q.store.Enqueue(ctx, dsn, pr)
 	pr.CloseWithError(io.ErrClosedPipe) // unblock the writer if the store stopped early
 	if err != nil {

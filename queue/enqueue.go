@@ -139,7 +139,11 @@ func (q *Queue) Enqueue(ctx context.Context, m *NewMessage, body io.Reader) (str
 		}
 		return "", &SuppressedError{Recipients: suppressed}
 	}
-	id, err := q.store1(ctx, msg, body)
+	var ungate func()
+	id, err := q.store1(ctx, msg, body, &ungate)
+	if ungate != nil {
+		defer ungate()
+	}
 	if err != nil {
 		return "", err
 	}
@@ -160,12 +164,15 @@ var suppressedReply = deliver.Reply(550, 5, 7, 1, "recipient address is on the s
 
 // store1 assigns an ID and stores msg, deduplicating by idempotency key.
 // It returns the stored ID, or an earlier message's ID for a duplicate.
-func (q *Queue) store1(ctx context.Context, msg *Message, body io.Reader) (string, error) {
+// Before storing it sets *ungate (see gate): the caller calls it once the
+// queued event is out.
+func (q *Queue) store1(ctx context.Context, msg *Message, body io.Reader, ungate *func()) (string, error) {
 	id, err := q.NewID()
 	if err != nil {
 		return "", err
 	}
 	msg.ID = id
+	*ungate = q.gate(id)
 	br := &bodyReader{r: body, limit: q.cfg.MaxMessageSize}
 	wrap := func(err error) error {
 		switch {

@@ -55,3 +55,22 @@ func setRoute(e *event.Event, r deliver.Route) {
 func setClass(e *event.Event, c bounce.Classification) {
 	e.Permanent, e.Category, e.BadAddress = c.Permanent, string(c.Category), c.BadAddress
 }
+
+// gate marks id as being enqueued until the returned function is called
+// (after its queued event was emitted).
+func (q *Queue) gate(id string) func() {
+	ch := make(chan struct{})
+	q.enqueuing.Store(id, ch)
+	return func() {
+		q.enqueuing.Delete(id)
+		close(ch)
+	}
+}
+
+// waitGate waits until the Enqueue of id, if one is in flight in this
+// process, has emitted its queued event.
+func (q *Queue) waitGate(id string) {
+	if ch, ok := q.enqueuing.Load(id); ok {
+		<-ch.(chan struct{})
+	}
+}

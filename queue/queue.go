@@ -144,8 +144,8 @@ type Config struct {
 	// Now is the clock. Nil: time.Now.
 	Now func() time.Time
 
-	// Rand is the source of randomness for IDs and jitter. Nil:
-	// crypto/rand.Reader.
+	// Rand is the source of randomness for IDs and jitter (read under a
+	// lock, so any io.Reader will do). Nil: crypto/rand.Reader.
 	Rand io.Reader
 
 	// Logger receives operational logs. Nil: discard.
@@ -167,6 +167,12 @@ type Queue struct {
 
 	idemMu sync.Mutex
 	idem   map[idemKey]idemRecord
+
+	// enqueuing holds a channel per message whose Enqueue has stored it
+	// but not yet emitted its queued event; the scheduler waits on it
+	// before emitting the message's first attempt, so that every stream
+	// sees queued before attempt.
+	enqueuing sync.Map // message ID -> chan struct{}
 
 	wake chan struct{}
 
@@ -310,10 +316,11 @@ func (q *Queue) NewID() (string, error) {
 		b[i] = byte(ms)
 		ms >>= 8
 	}
+	q.idMu.Lock() // also serializes reads of Config.Rand, which need not be safe for concurrent use
 	if _, err := io.ReadFull(q.cfg.Rand, b[6:]); err != nil {
+		q.idMu.Unlock()
 		return "", fmt.Errorf("queue: reading randomness: %w", err)
 	}
-	q.idMu.Lock()
 	if string(b[:]) <= string(q.lastID[:]) {
 		b = q.lastID
 		for i := idBytes - 1; i >= 0; i-- { // increment

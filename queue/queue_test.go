@@ -1014,3 +1014,33 @@ func TestBounceKeptWhenDSNCannotBeStored(t *testing.T) {
 		t.Errorf("%d bounced events, want 0 until the DSN is stored", n)
 	}
 }
+
+// TestEventOrder: whatever the scheduler does concurrently with Enqueue, a
+// message's queued event comes before its attempt, and the attempt before
+// its outcome, in the one stream the observer sees.
+func TestEventOrder(t *testing.T) {
+	h := newHarness(t, queue.Config{Transport: &sink{}, Workers: 8})
+	const n = 300
+	var wg sync.WaitGroup
+	for p := range 4 {
+		wg.Go(func() {
+			for i := range n / 4 {
+				h.enqueue("s@sender.test", fmt.Sprintf("r%d-%d@d%d.test", p, i, i%7))
+			}
+		})
+	}
+	wg.Wait()
+	h.waitFor("delivered", n, isType(event.Delivered, ""))
+	rank := map[event.Type]int{event.Queued: 0, event.Attempt: 1, event.Delivered: 2}
+	last := map[string]int{}
+	for _, e := range h.rec.all() {
+		r, ok := rank[e.Type]
+		if !ok {
+			continue
+		}
+		if prev, seen := last[e.MessageID]; seen && r < prev || !seen && r != 0 {
+			t.Fatalf("message %s: %s out of order (after rank %d, seen %v)", e.MessageID, e.Type, prev, seen)
+		}
+		last[e.MessageID] = r
+	}
+}

@@ -225,6 +225,8 @@ func (q *Queue) process(cl *Claim, site string) {
 	msg, d := cl.Message, cl.Delivery
 	rctx, cancel := q.recordCtx()
 	defer cancel()
+	// Claimed before its Enqueue emitted queued: let that event go first.
+	q.waitGate(msg.ID)
 
 	// A shutdown before the attempt starts: give the delivery back.
 	select {

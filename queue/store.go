@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -307,4 +308,22 @@ type Notifier interface {
 	// (release) may have made a delivery ready. The same channel is
 	// returned every time; it is never closed while the store is open.
 	Ready() <-chan struct{}
+}
+
+// CheckMessage checks what every Store.Enqueue requires of msg: an ID, at
+// least one delivery, and deliveries indexed 0, 1, ... in order. The error
+// wraps ErrBadUpdate. Stores call it before storing anything.
+func CheckMessage(msg *Message) error {
+	if msg == nil || msg.ID == "" {
+		return fmt.Errorf("%w: message without ID", ErrBadUpdate)
+	}
+	if len(msg.Deliveries) == 0 {
+		return fmt.Errorf("%w: message %s has no deliveries", ErrBadUpdate, msg.ID)
+	}
+	for i := range msg.Deliveries {
+		if msg.Deliveries[i].Index != i {
+			return fmt.Errorf("%w: delivery %d has index %d", ErrBadUpdate, i, msg.Deliveries[i].Index)
+		}
+	}
+	return nil
 }

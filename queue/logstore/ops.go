@@ -32,21 +32,6 @@ func (s *Store) EnqueueIdempotent(ctx context.Context, msg *queue.Message, body 
 	return s.enqueue(ctx, msg, body, &since)
 }
 
-func checkNew(msg *queue.Message) error {
-	if msg == nil || msg.ID == "" {
-		return fmt.Errorf("%w: message without ID", queue.ErrBadUpdate)
-	}
-	if len(msg.Deliveries) == 0 {
-		return fmt.Errorf("%w: message %s has no deliveries", queue.ErrBadUpdate, msg.ID)
-	}
-	for i := range msg.Deliveries {
-		if msg.Deliveries[i].Index != i {
-			return fmt.Errorf("%w: delivery %d has index %d", queue.ErrBadUpdate, i, msg.Deliveries[i].Index)
-		}
-	}
-	return nil
-}
-
 func notFound(id string) error { return fmt.Errorf("%w: %s", queue.ErrNotFound, id) }
 
 // wait waits for ch to close or ctx to end.
@@ -60,7 +45,7 @@ func wait(ctx context.Context, ch chan struct{}) error {
 }
 
 func (s *Store) enqueue(ctx context.Context, msg *queue.Message, body io.Reader, since *time.Time) (string, error) {
-	if err := checkNew(msg); err != nil {
+	if err := queue.CheckMessage(msg); err != nil {
 		return "", err
 	}
 	key := idemKey{msg.Tenant, msg.IdempotencyKey}

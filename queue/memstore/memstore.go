@@ -157,21 +157,6 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-func checkNew(msg *queue.Message) error {
-	if msg == nil || msg.ID == "" {
-		return fmt.Errorf("%w: message without ID", queue.ErrBadUpdate)
-	}
-	if len(msg.Deliveries) == 0 {
-		return fmt.Errorf("%w: message %s has no deliveries", queue.ErrBadUpdate, msg.ID)
-	}
-	for i := range msg.Deliveries {
-		if msg.Deliveries[i].Index != i {
-			return fmt.Errorf("%w: delivery %d has index %d", queue.ErrBadUpdate, i, msg.Deliveries[i].Index)
-		}
-	}
-	return nil
-}
-
 // Enqueue implements queue.Store.
 func (s *Store) Enqueue(ctx context.Context, msg *queue.Message, body io.Reader) error {
 	_, err := s.enqueue(ctx, msg, body, nil)
@@ -184,7 +169,7 @@ func (s *Store) EnqueueIdempotent(ctx context.Context, msg *queue.Message, body 
 }
 
 func (s *Store) enqueue(ctx context.Context, msg *queue.Message, body io.Reader, since *time.Time) (string, error) {
-	if err := checkNew(msg); err != nil {
+	if err := queue.CheckMessage(msg); err != nil {
 		return "", err
 	}
 	key := idemKey{msg.Tenant, msg.IdempotencyKey}

@@ -545,26 +545,11 @@ func (s *Store) EnqueueIdempotent(ctx context.Context, msg *queue.Message, body 
 	return id, err
 }
 
-func checkNew(msg *queue.Message) error {
-	if msg == nil || msg.ID == "" {
-		return fmt.Errorf("%w: message without ID", queue.ErrBadUpdate)
-	}
-	if len(msg.Deliveries) == 0 {
-		return fmt.Errorf("%w: message %s has no deliveries", queue.ErrBadUpdate, msg.ID)
-	}
-	for i := range msg.Deliveries {
-		if msg.Deliveries[i].Index != i {
-			return fmt.Errorf("%w: delivery %d has index %d", queue.ErrBadUpdate, i, msg.Deliveries[i].Index)
-		}
-	}
-	return nil
-}
-
 func (s *Store) enqueue(ctx context.Context, msg *queue.Message, body io.Reader, since *time.Time) (string, error) {
 	if err := s.begin(ctx); err != nil {
 		return "", err
 	}
-	if err := checkNew(msg); err != nil {
+	if err := queue.CheckMessage(msg); err != nil {
 		return "", err
 	}
 	mail, err := json.Marshal(msg.Mail)
