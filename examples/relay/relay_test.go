@@ -23,6 +23,9 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mtakit/mta/auth/dkim"
@@ -94,7 +97,10 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var listenLine = regexp.MustCompile(`^relay: listening on (\w+)://(\S+) `)
+var (
+	listenLine  = regexp.MustCompile(`^relay: listening on (\w+)://(\S+) `)
+	metricsLine = regexp.MustCompile(`^relay: metrics on http://(\S+)/metrics`)
+)
 
 // startRelay runs the relay with args and waits until every listener is
 // up.
@@ -120,6 +126,9 @@ func startRelay(t *testing.T, args ...string) *proc {
 				if _, ok := p.addrs[m[1]]; !ok {
 					p.addrs[m[1]] = m[2]
 				}
+			}
+			if m := metricsLine.FindStringSubmatch(line); m != nil {
+				p.addrs["metrics"] = m[1]
 			}
 			if strings.HasPrefix(line, "relay: queue ") && !signalled {
 				signalled = true
@@ -550,7 +559,7 @@ func TestEventsLogAndWebhook(t *testing.T) {
 	defer hook.Close()
 	dir := t.TempDir()
 	p := startRelay(t, "-sandbox", filepath.Join(dir, "sandbox"), "-listen", "127.0.0.1:0", "-queue-dir", filepath.Join(dir, "queue"),
-		"-webhook", hook.URL, "-webhook-secret", string(secret))
+		"-webhook", hook.URL, "-webhook-secret", string(secret), "-metrics", "127.0.0.1:0", "-metrics-depth-interval", "1s")
 	var out strings.Builder
 	if err := sendCmd(context.Background(), []string{"-server", p.addrs["smtp"], "-from", "me@example.test", "-to", "you@example.test"}, &out); err != nil {
 		t.Fatal(err)
@@ -560,6 +569,31 @@ func TestEventsLogAndWebhook(t *testing.T) {
 		defer mu.Unlock()
 		return slices.Contains(types, event.Delivered)
 	})
+	// The metrics endpoint, parsed with Prometheus's text parser.
+	var fams map[string]*dto.MetricFamily
+	waitFor(t, "the delivered counter and the depth gauges", func() bool {
+		resp, err := http.Get("http://" + p.addrs["metrics"] + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		if fams, err = parser.TextToMetricFamilies(resp.Body); err != nil {
+			t.Fatalf("metrics do not parse: %v", err)
+		}
+		return fams["mta_events_total"] != nil && fams["mta_queue_depth"] != nil
+	})
+	delivered := 0.0
+	for _, m := range fams["mta_events_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "type" && l.GetValue() == "delivered" {
+				delivered = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if delivered != 1 {
+		t.Errorf("mta_events_total{type=delivered} = %v, want 1", delivered)
+	}
 	p.stop()
 	mu.Lock()
 	defer mu.Unlock()

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,10 +18,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/mtakit/mta/auth/dkim"
 	"github.com/mtakit/mta/deliver"
 	"github.com/mtakit/mta/deliver/mtasts"
 	"github.com/mtakit/mta/event"
+	"github.com/mtakit/mta/event/prom"
 	"github.com/mtakit/mta/queue"
 	"github.com/mtakit/mta/queue/logstore"
 	"github.com/mtakit/mta/ratelimit"
@@ -62,7 +68,8 @@ type options struct {
 	retryMin, retryMax, lifetime         time.Duration
 	webhook, webhookSecret, rateLimits   string
 	logEvents, noSTS                     bool
-	cpuProfile                           string
+	cpuProfile, metrics                  string
+	depthEvery                           time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -97,6 +104,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.logEvents, "log-events", true, "log every delivery event (queued, attempt, delivered, deferred, bounced, ...) at info")
 	fs.StringVar(&o.webhook, "webhook", "", "POST every delivery event, signed, to `URL` (outbox in the queue directory)")
 	fs.StringVar(&o.webhookSecret, "webhook-secret", "", "HMAC `secret` of -webhook signatures (default: $MTA_WEBHOOK_SECRET)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on `ADDR` (/metrics)")
+	fs.DurationVar(&o.depthEvery, "metrics-depth-interval", 30*time.Second, "how often the queue depth gauges are refreshed (a scan of the queue)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to `file` until the relay exits")
 	fs.BoolVar(&o.noSTS, "no-mta-sts", false, "do not apply MTA-STS policies (RFC 8461) to MX delivery")
 	fs.StringVar(&o.rateLimits, "rate-limits", "", "rate-limit policy `file` (ratelimit.ParsePolicy syntax; warm-up counters kept in the queue directory)")
@@ -213,7 +222,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer store.Close()
-	events, closeEvents, err := buildEvents(o, log)
+	events, metrics, closeEvents, err := buildEvents(o, log)
 	if err != nil {
 		return err
 	}
@@ -250,6 +259,13 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer cancelQueue()
 	if err := q.Start(qctx); err != nil {
 		return err
+	}
+	if metrics != nil {
+		stopMetrics, err := serveMetrics(qctx, o, q, metrics, log, stdout)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
 	}
 
 	srv, err := submit.NewServer(submit.Config{
@@ -488,11 +504,13 @@ func parseListen(s string) (submit.ListenerConfig, error) {
 	return lc, nil
 }
 
-// buildEvents makes the event sinks the flags ask for: the log and a
-// signed webhook with its durable outbox in the queue directory.
-func buildEvents(o *options, log *slog.Logger) (event.Sink, func(), error) {
+// buildEvents makes the event sinks the flags ask for: the log, a signed
+// webhook with its durable outbox in the queue directory, and Prometheus
+// metrics.
+func buildEvents(o *options, log *slog.Logger) (event.Sink, *prom.Metrics, func(), error) {
 	var sinks []event.Sink
 	var wh *event.Webhook
+	var metrics *prom.Metrics
 	if o.logEvents {
 		sinks = append(sinks, event.LogSink{Logger: log.With("part", "event")})
 	}
@@ -502,7 +520,7 @@ func buildEvents(o *options, log *slog.Logger) (event.Sink, func(), error) {
 			secret = os.Getenv("MTA_WEBHOOK_SECRET")
 		}
 		if secret == "" {
-			return nil, nil, errors.New("-webhook needs -webhook-secret or $MTA_WEBHOOK_SECRET")
+			return nil, nil, nil, errors.New("-webhook needs -webhook-secret or $MTA_WEBHOOK_SECRET")
 		}
 		var err error
 		wh, err = event.NewWebhook(event.WebhookConfig{
@@ -511,15 +529,19 @@ func buildEvents(o *options, log *slog.Logger) (event.Sink, func(), error) {
 			Logger:    log.With("part", "webhook"),
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("-webhook: %w", err)
+			return nil, nil, nil, fmt.Errorf("-webhook: %w", err)
 		}
 		sinks = append(sinks, wh)
 	}
+	if o.metrics != "" {
+		metrics = prom.New(prom.Config{Webhook: wh})
+		sinks = append(sinks, metrics)
+	}
 	if len(sinks) == 0 {
-		return nil, func() {}, nil
+		return nil, nil, func() {}, nil
 	}
 	f := event.NewFanout(event.FanoutConfig{Sinks: sinks})
-	return f, func() {
+	return f, metrics, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = f.Close(ctx)
@@ -527,6 +549,88 @@ func buildEvents(o *options, log *slog.Logger) (event.Sink, func(), error) {
 			_ = wh.Close(ctx)
 		}
 	}, nil
+}
+
+// serveMetrics serves /metrics on o.metrics and refreshes the queue depth
+// gauges every o.depthEvery by scanning the queue.
+func serveMetrics(ctx context.Context, o *options, q *queue.Queue, m *prom.Metrics, log *slog.Logger, stdout io.Writer) (func(), error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(m); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.metrics)
+	if err != nil {
+		return nil, fmt.Errorf("-metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	fmt.Fprintf(stdout, "relay: metrics on http://%s/metrics\n", ln.Addr())
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every := max(o.depthEvery, time.Second)
+		for {
+			if err := refreshDepth(ctx, q, m); err != nil && ctx.Err() == nil {
+				log.Warn("relay: queue depth", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
+}
+
+// refreshDepth counts the queue's deliveries by state and lane
+// ("transactional" for a positive priority, else "bulk") and sets the
+// depth gauges, zeros included.
+func refreshDepth(ctx context.Context, q *queue.Queue, m *prom.Metrics) error {
+	states := []queue.DeliveryState{queue.StateQueued, queue.StateDeferred, queue.StateActive, queue.StateHeld}
+	lanes := []string{"transactional", "bulk"}
+	counts := map[queue.DeliveryState]map[string]int{}
+	for _, st := range states {
+		counts[st] = map[string]int{}
+	}
+	now := time.Now()
+	after := ""
+	for {
+		msgs, err := q.List(ctx, queue.Filter{Now: now, After: after, Limit: 10000})
+		if err != nil {
+			return err
+		}
+		for _, msg := range msgs {
+			lane := "bulk"
+			if msg.Priority > 0 {
+				lane = "transactional"
+			}
+			for i := range msg.Deliveries {
+				if c, ok := counts[msg.Deliveries[i].State(now)]; ok {
+					c[lane]++
+				}
+			}
+		}
+		if len(msgs) < 10000 {
+			break
+		}
+		after = msgs[len(msgs)-1].ID
+	}
+	for _, st := range states {
+		for _, lane := range lanes {
+			m.SetDepth(st.String(), lane, counts[st][lane])
+		}
+	}
+	return nil
 }
 
 // buildLimiter loads the -rate-limits policy, if any.
