@@ -184,7 +184,7 @@ func textBlocks(text string, exclude map[string]bool) []textBlock {
 				cur = len(blocks)
 				blocks = append(blocks, textBlock{addr: addr, weak: label == "to:"})
 			}
-			if rest != "" {
+			if rest != "" && len(blocks[cur].text) < 8000 {
 				blocks[cur].text += rest + "\n"
 			}
 			continue

@@ -344,6 +344,65 @@ mx.example.net. 300 IN A 127.0.0.1
 	p.stop()
 }
 
+// TestEndToEndPostfix: the relay signs and delivers by MX (a dnstest zone)
+// to a real Postfix on loopback, over STARTTLS; the message arrives intact
+// in Postfix's Maildir and its signature verifies with our verifier and
+// with dkimpy.
+func TestEndToEndPostfix(t *testing.T) {
+	ca, err := smtptest.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf := smtptest.StartPostfix(t, ca, "example.org")
+	dir := t.TempDir()
+	keyFile, key := writeKey(t, dir)
+	txt, err := dkim.KeyRecord(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns := dnstest.New(t, `
+example.org. 300 IN MX 10 mx.example.org.
+mx.example.org. 300 IN A 127.0.0.1
+`)
+	dns.AddRR(dnstest.TXT("sel._domainkey.example.test.", 300, txt))
+	p := startRelay(t, "-listen", "127.0.0.1:0", "-queue-dir", filepath.Join(dir, "queue"),
+		"-dns", dns.Addr, "-mx-port", fmt.Sprint(pf.Port), "-hostname", "relay.test",
+		"-dkim-domain", "example.test", "-dkim-selector", "sel", "-dkim-key", keyFile)
+	body := "From: Alice <alice@example.test>\r\nTo: box@example.org\r\nSubject: to Postfix\r\n\r\n" +
+		".a line starting with a dot\r\n" + strings.Repeat("0123456789 ", 30) + "\r\nend\r\n"
+	c, err := smtp.Dial(p.addrs["smtp"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMail("alice@example.test", []string{"box@example.org"}, strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	got := pf.WaitMaildir(t, 1)[0]
+	p.stop()
+	if !strings.Contains(got, "with ESMTPS") {
+		t.Errorf("Postfix did not receive over TLS:\n%s", got)
+	}
+	if !strings.Contains(got, strings.ReplaceAll("\r\n.a line starting with a dot\r\n"+strings.Repeat("0123456789 ", 30)+"\r\nend\r\n", "\r\n", "\n")) {
+		t.Errorf("body not delivered intact:\n%s", got)
+	}
+	// Maildir files have LF line ends; DKIM is computed over CRLF.
+	msg := strings.ReplaceAll(got, "\n", "\r\n")
+	res, err := resolver.New(resolver.Config{Servers: []string{dns.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := dkim.NewVerifier(dkim.VerifierConfig{Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results, err := v.Verify(context.Background(), strings.NewReader(msg))
+	if err != nil || len(results) != 1 || results[0].Status != dkim.StatusPass {
+		t.Fatalf("DKIM verify after Postfix: %+v %v\n%s", results, err, msg)
+	}
+	dkimpy(t, []byte(msg), "sel._domainkey.example.test", txt)
+}
+
 // dkimpy verifies data with dkimpy through the shared interop script.
 func dkimpy(t *testing.T, data []byte, name, txt string) {
 	t.Helper()
