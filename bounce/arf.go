@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 )
@@ -92,7 +93,10 @@ func parseFeedback(body []byte) *Complaint {
 		case "original-mail-from":
 			c.OriginalMailFrom = cleanAddr(f.value)
 		case "original-rcpt-to", "removal-recipient":
-			if a := cleanAddr(f.value); a != "" && len(c.OriginalRcptTo) < 1000 {
+			// The same address may come as both Original-Rcpt-To and
+			// Removal-Recipient (RFC 5965 §3.2, §3.3): list it once.
+			if a := cleanAddr(f.value); a != "" && len(c.OriginalRcptTo) < 1000 &&
+				!slices.ContainsFunc(c.OriginalRcptTo, func(b string) bool { return strings.EqualFold(a, b) }) {
 				c.OriginalRcptTo = append(c.OriginalRcptTo, a)
 			}
 		case "source-ip":

@@ -32,7 +32,8 @@ func TestParseARF(t *testing.T) {
 		strings.Join(c.ReportedDomain, ",") != "example.net" {
 		t.Errorf("got %+v", c)
 	}
-	if strings.Join(c.OriginalRcptTo, ",") != "user@example.com,user@example.com" {
+	// Original-Rcpt-To and Removal-Recipient name the same address: once.
+	if strings.Join(c.OriginalRcptTo, ",") != "user@example.com" {
 		t.Errorf("OriginalRcptTo = %v", c.OriginalRcptTo)
 	}
 	if strings.Join(c.ReportedURI, " ") != "http://example.net/earn_money.html mailto:user@example.com" {
