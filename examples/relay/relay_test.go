@@ -341,6 +341,16 @@ mx.example.net. 300 IN A 127.0.0.1
 	}
 	// 451 for grey@ first, then delivered on retry.
 	waitFor(t, "greylisted delivery", func() bool { _, ok := findMessage(sink, hasRcpt("grey@example.net")); return ok })
+
+	// The 550 5.1.1 put nobody@ on the suppression list: a new message
+	// to it is refused at RCPT.
+	out, err = exec.Command(swaks, "--server", p.addrs["starttls"], "--tls", "--auth", "PLAIN",
+		"--auth-user", "alice", "--auth-password", "s3cret",
+		"--from", "alice@example.test", "--to", "nobody@example.net",
+		"--header", "Subject: again", "--body", "Hello again.").CombinedOutput()
+	if err == nil || !regexp.MustCompile(`<~?\*+ +550 5\.7\.1 `).Match(out) {
+		t.Errorf("a suppressed recipient was not refused with 550 5.7.1 (%v):\n%s", err, out)
+	}
 	p.stop()
 }
 

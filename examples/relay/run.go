@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mtakit/mta/auth/dkim"
+	"github.com/mtakit/mta/bounce"
 	"github.com/mtakit/mta/deliver"
 	"github.com/mtakit/mta/deliver/mtasts"
 	"github.com/mtakit/mta/event"
@@ -68,7 +69,7 @@ type options struct {
 	retryMin, retryMax, lifetime         time.Duration
 	webhook, webhookSecret, rateLimits   string
 	logEvents, noSTS                     bool
-	cpuProfile, metrics                  string
+	cpuProfile, metrics, suppressions    string
 	depthEvery                           time.Duration
 }
 
@@ -104,6 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.logEvents, "log-events", true, "log every delivery event (queued, attempt, delivered, deferred, bounced, ...) at info")
 	fs.StringVar(&o.webhook, "webhook", "", "POST every delivery event, signed, to `URL` (outbox in the queue directory)")
 	fs.StringVar(&o.webhookSecret, "webhook-secret", "", "HMAC `secret` of -webhook signatures (default: $MTA_WEBHOOK_SECRET)")
+	fs.StringVar(&o.suppressions, "suppression-list", "", "suppression list `file`: recipients that failed with a bad-address reply are added and refused from then on (default: suppressions.jsonl in the queue directory; \"none\" turns it off)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on `ADDR` (/metrics)")
 	fs.DurationVar(&o.depthEvery, "metrics-depth-interval", 30*time.Second, "how often the queue depth gauges are refreshed (a scan of the queue)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to `file` until the relay exits")
@@ -233,13 +235,28 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer closeLimiter()
 
+	var suppressions bounce.SuppressionList
+	if o.suppressions != "none" {
+		path := o.suppressions
+		if path == "" {
+			path = filepath.Join(o.queueDir, "suppressions.jsonl")
+		}
+		fsup, err := bounce.OpenFileSuppressions(path, nil)
+		if err != nil {
+			return fmt.Errorf("-suppression-list: %w", err)
+		}
+		defer fsup.Close()
+		suppressions = fsup
+	}
+
 	q, err := queue.New(queue.Config{
-		Events:    events,
-		Limiter:   limiter,
-		Store:     store,
-		Transport: transport,
-		Hostname:  o.hostname,
-		Workers:   o.concurrency,
+		Suppressions: suppressions,
+		Events:       events,
+		Limiter:      limiter,
+		Store:        store,
+		Transport:    transport,
+		Hostname:     o.hostname,
+		Workers:      o.concurrency,
 		// Per destination: every domain behind one smarthost shares its
 		// site, so this also caps connections to that host.
 		DestinationConcurrency: o.destConcurrency,
@@ -275,6 +292,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		TrustedNetworks: trusted,
 		MaxMessageBytes: o.maxSize,
 		DKIM:            ring,
+		Suppressions:    suppressions,
 		TempDir:         o.queueDir,
 		Logger:          log.With("part", "submit"),
 	})
