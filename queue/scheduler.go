@@ -326,7 +326,9 @@ func (q *Queue) attempt(env *deliver.Envelope, body deliver.Body, start time.Tim
 	select {
 	case results = <-ch:
 	case <-ctx.Done():
-		grace := time.NewTimer(min(q.cfg.AttemptTimeout/10, 30*time.Second))
+		// A transport gets a tenth of the attempt timeout (at least 1 s,
+		// at most 30 s) to notice the deadline and return its results.
+		grace := time.NewTimer(min(max(q.cfg.AttemptTimeout/10, time.Second), 30*time.Second))
 		defer grace.Stop()
 		select {
 		case results = <-ch:
