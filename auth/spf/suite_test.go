@@ -360,7 +360,14 @@ func checkScore(t *testing.T, file string, cases []*suiteCase, superseded func(*
 // pass.
 func TestSuiteRFC7208(t *testing.T) {
 	var cases []*suiteCase
-	t.Run("suite", func(t *testing.T) { cases = runSuite(t, "rfc7208-tests.yml") })
+	var skipped bool
+	t.Run("suite", func(t *testing.T) {
+		defer func() { skipped = t.Skipped() }()
+		cases = runSuite(t, "rfc7208-tests.yml")
+	})
+	if skipped {
+		t.Skip("the SPF corpus is absent (see the suite subtest)")
+	}
 	if len(cases) != 203 {
 		t.Errorf("ran %d tests, the suite has 203", len(cases))
 	}
