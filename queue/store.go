@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -324,6 +325,37 @@ func CheckMessage(msg *Message) error {
 		if msg.Deliveries[i].Index != i {
 			return fmt.Errorf("%w: delivery %d has index %d", ErrBadUpdate, i, msg.Deliveries[i].Index)
 		}
+	}
+	return nil
+}
+
+// ApplyResults records an attempt's results in the recipients of one
+// delivery, as every Store.Complete must: each result names a recipient
+// of rs by address, at most once, that is not final yet, with a valid new
+// state. It checks every result before changing anything; on error rs is
+// unchanged and the error wraps ErrBadUpdate. Each named recipient gets
+// the new state, a copy of the reply, the attempt time and one more
+// attempt.
+func ApplyResults(rs []Recipient, results []RecipientResult) error {
+	idx := make([]int, len(results))
+	for i, r := range results {
+		j := slices.IndexFunc(rs, func(rc Recipient) bool { return rc.Address == r.Address })
+		switch {
+		case j < 0:
+			return fmt.Errorf("%w: no recipient %q in delivery", ErrBadUpdate, r.Address)
+		case rs[j].State.Final():
+			return fmt.Errorf("%w: recipient %q is already %s", ErrBadUpdate, r.Address, rs[j].State)
+		case !r.State.Valid():
+			return fmt.Errorf("%w: state %d", ErrBadUpdate, r.State)
+		case slices.Contains(idx[:i], j):
+			return fmt.Errorf("%w: recipient %q appears twice", ErrBadUpdate, r.Address)
+		}
+		idx[i] = j
+	}
+	for i, r := range results {
+		rc := &rs[idx[i]]
+		rc.State, rc.LastReply, rc.LastAttempt = r.State, CloneReply(r.Reply), r.Attempted
+		rc.Attempts++
 	}
 	return nil
 }

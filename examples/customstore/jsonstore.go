@@ -162,6 +162,9 @@ func (s *JSONStore) Enqueue(ctx context.Context, msg *queue.Message, body io.Rea
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := queue.CheckMessage(msg); err != nil {
+		return err
+	}
 	if err := safeID(msg.ID); err != nil {
 		return err
 	}
@@ -321,16 +324,10 @@ func (s *JSONStore) Complete(ctx context.Context, c *queue.Completion) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.update(c.Lease, func(r *record, d *queue.Delivery) error {
-		done := map[string]bool{}
-		for _, res := range c.Results {
-			i := slices.IndexFunc(d.Recipients, func(x queue.Recipient) bool { return x.Address == res.Address })
-			if i < 0 || d.Recipients[i].State.Final() || !res.State.Valid() || done[res.Address] {
-				return fmt.Errorf("%w: result for %q", queue.ErrBadUpdate, res.Address)
-			}
-			done[res.Address] = true
-			rc := &d.Recipients[i]
-			rc.State, rc.LastReply, rc.LastAttempt = res.State, queue.CloneReply(res.Reply), res.Attempted
-			rc.Attempts++
+		// The queue package checks and applies the per-recipient results
+		// exactly as its own stores do.
+		if err := queue.ApplyResults(d.Recipients, c.Results); err != nil {
+			return err
 		}
 		d.Attempts++
 		d.LastAttempt = c.Now

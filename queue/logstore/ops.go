@@ -516,31 +516,9 @@ func (s *Store) Complete(ctx context.Context, c *queue.Completion) error {
 		return err
 	}
 	d := &msg.Deliveries[c.Lease.Delivery]
-	idx := make([]int, len(c.Results))
-	for i, r := range c.Results {
-		j := slices.IndexFunc(d.Recipients, func(rc queue.Recipient) bool { return rc.Address == r.Address })
-		switch {
-		case j < 0:
-			err = fmt.Errorf("%w: no recipient %q in delivery", queue.ErrBadUpdate, r.Address)
-		case d.Recipients[j].State.Final():
-			err = fmt.Errorf("%w: recipient %q is already %s", queue.ErrBadUpdate, r.Address, d.Recipients[j].State)
-		case !r.State.Valid():
-			err = fmt.Errorf("%w: state %d", queue.ErrBadUpdate, r.State)
-		case slices.Contains(idx[:i], j):
-			err = fmt.Errorf("%w: recipient %q appears twice", queue.ErrBadUpdate, r.Address)
-		}
-		if err != nil {
-			s.abort(m)
-			return err
-		}
-		idx[i] = j
-	}
-	for i, r := range c.Results {
-		rc := &d.Recipients[idx[i]]
-		rc.State = r.State
-		rc.LastReply = queue.CloneReply(r.Reply)
-		rc.LastAttempt = r.Attempted
-		rc.Attempts++
+	if err := queue.ApplyResults(d.Recipients, c.Results); err != nil {
+		s.abort(m)
+		return err
 	}
 	d.Attempts++
 	d.LastAttempt = c.Now

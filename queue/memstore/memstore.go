@@ -310,30 +310,10 @@ func (s *Store) Complete(ctx context.Context, c *queue.Completion) error {
 	if err != nil {
 		return err
 	}
-	// Validate everything before changing anything.
-	idx := make([]int, len(c.Results))
-	for i, r := range c.Results {
-		j := slices.IndexFunc(d.Recipients, func(rc queue.Recipient) bool { return rc.Address == r.Address })
-		switch {
-		case j < 0:
-			return fmt.Errorf("%w: no recipient %q in delivery", queue.ErrBadUpdate, r.Address)
-		case d.Recipients[j].State.Final():
-			return fmt.Errorf("%w: recipient %q is already %s", queue.ErrBadUpdate, r.Address, d.Recipients[j].State)
-		case !r.State.Valid():
-			return fmt.Errorf("%w: state %d", queue.ErrBadUpdate, r.State)
-		case slices.Contains(idx[:i], j):
-			return fmt.Errorf("%w: recipient %q appears twice", queue.ErrBadUpdate, r.Address)
-		}
-		idx[i] = j
+	if err := queue.ApplyResults(d.Recipients, c.Results); err != nil {
+		return err
 	}
-	s.remove(dref{e, c.Lease.Delivery})
-	for i, r := range c.Results {
-		rc := &d.Recipients[idx[i]]
-		rc.State = r.State
-		rc.LastReply = queue.CloneReply(r.Reply)
-		rc.LastAttempt = r.Attempted
-		rc.Attempts++
-	}
+	s.remove(dref{e, c.Lease.Delivery}) // the index orders by NextAttempt, which changes
 	d.Attempts++
 	d.LastAttempt = c.Now
 	if c.Warned {

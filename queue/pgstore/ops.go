@@ -370,25 +370,8 @@ func (s *Store) Complete(ctx context.Context, c *queue.Completion) error {
 		if err != nil {
 			return err
 		}
-		idx := make([]int, len(c.Results))
-		for i, r := range c.Results {
-			j := slices.IndexFunc(rs, func(rc queue.Recipient) bool { return rc.Address == r.Address })
-			switch {
-			case j < 0:
-				return fmt.Errorf("%w: no recipient %q in delivery", queue.ErrBadUpdate, r.Address)
-			case rs[j].State.Final():
-				return fmt.Errorf("%w: recipient %q is already %s", queue.ErrBadUpdate, r.Address, rs[j].State)
-			case !r.State.Valid():
-				return fmt.Errorf("%w: state %d", queue.ErrBadUpdate, r.State)
-			case slices.Contains(idx[:i], j):
-				return fmt.Errorf("%w: recipient %q appears twice", queue.ErrBadUpdate, r.Address)
-			}
-			idx[i] = j
-		}
-		for i, r := range c.Results {
-			rc := &rs[idx[i]]
-			rc.State, rc.LastReply, rc.LastAttempt = r.State, queue.CloneReply(r.Reply), r.Attempted
-			rc.Attempts++
+		if err := queue.ApplyResults(rs, c.Results); err != nil {
+			return err
 		}
 		done := !slices.ContainsFunc(rs, func(r queue.Recipient) bool { return !r.State.Final() })
 		enc, err := encodeRecipients(rs)
