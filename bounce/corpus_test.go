@@ -6,22 +6,21 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mtakit/mta/internal/sharedtest"
 )
 
 // corpusDir returns the shared bounce corpus directory, skipping the test
 // when it is absent.
 func corpusDir(t testing.TB) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	repoRoot := filepath.Dir(filepath.Dir(file))
-	dir := filepath.Join(repoRoot, "..", "shared", "corpus", "bounce")
+	dir := sharedtest.Require(t, "corpus", "bounce")
 	if _, err := os.Stat(filepath.Join(dir, "expected.jsonl")); err != nil {
-		t.Skipf("bounce corpus not found at %s: %v", dir, err)
+		t.Skipf("bounce corpus incomplete at %s: %v", dir, err)
 	}
 	return dir
 }

@@ -9,13 +9,17 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/mtakit/mta/internal/sharedtest"
 )
 
 // addCorpusSeeds adds up to n corpus files as seeds (when the corpus is
 // present; testdata/fuzz holds seeds that work without it).
 func addCorpusSeeds(f *testing.F, n int, match string) {
-	_, file, _, _ := runtimeCaller()
-	dir := filepath.Join(filepath.Dir(filepath.Dir(file)), "..", "shared", "corpus", "bounce", "eml")
+	dir, err := sharedtest.Path("corpus", "bounce", "eml")
+	if err != nil {
+		return
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/mtakit/mta/internal/sharedtest"
 )
 
 // FuzzParseTags: no panics; every parsed tag list has unique, valid names
@@ -35,7 +37,7 @@ func FuzzParseTags(f *testing.F) {
 // or carries a key of its k= type, and a record made from that key parses
 // back to it.
 func FuzzParseKeyRecord(f *testing.F) {
-	dir := filepath.Join("..", "..", "..", "shared", "corpus", "dkim")
+	dir, _ := sharedtest.Path("corpus", "dkim") // seeds only when present
 	for _, p := range []string{"rfc8463/keys/brisbane._domainkey.football.example.com.txt", "rfc8463/keys/test._domainkey.football.example.com.txt", "rfc6376/keys/brisbane._domainkey.example.com.txt"} {
 		if b, err := os.ReadFile(filepath.Join(dir, p)); err == nil {
 			f.Add(strings.TrimSpace(string(b)))

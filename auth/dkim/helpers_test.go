@@ -10,31 +10,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mtakit/mta/internal/sharedtest"
 )
 
-// corpusDir returns /work/shared/corpus/<sub> resolved from the repository
-// root, or skips.
+// corpusDir returns ../shared/<sub>, or skips when it is absent.
 func corpusDir(t testing.TB, sub string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("repository root (go.mod) not found")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", sub)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared data %s absent: %v", p, err)
-	}
-	return p
+	return sharedtest.Require(t, sub)
 }
 
 // interopTool returns the path of dkim-interop.py, skipping when Debian's

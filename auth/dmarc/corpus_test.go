@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 	"gopkg.in/yaml.v3"
 
+	"github.com/mtakit/mta/internal/sharedtest"
 	"github.com/mtakit/mta/resolver"
 	"github.com/mtakit/mta/resolver/dnstest"
 )
@@ -61,24 +62,7 @@ var corpusDeviations = map[string]struct {
 
 func repoShared(t *testing.T, sub string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = filepath.Dir(dir)
-	}
-	p := filepath.Join(dir, "..", "shared", sub)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared corpus %s absent: %v", p, err)
-	}
-	return p
+	return sharedtest.Require(t, sub)
 }
 
 func newEvaluator(t testing.TB, srv *dnstest.Server) *Evaluator {

@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 	"gopkg.in/yaml.v3"
 
+	"github.com/mtakit/mta/internal/sharedtest"
 	"github.com/mtakit/mta/resolver"
 	"github.com/mtakit/mta/resolver/dnstest"
 )
@@ -47,29 +48,10 @@ type suiteZoneItem struct {
 	value any
 }
 
-// corpusDir returns /work/shared/corpus/<sub>, found from the repository
-// root, or skips the test when the corpus is absent.
+// corpusDir returns ../shared/corpus/<sub>, or skips when it is absent.
 func corpusDir(t testing.TB, sub string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("repository root (go.mod) not found")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "corpus", sub)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("SPF corpus absent (%v); it lives in ../shared/corpus/spf next to the repository", err)
-	}
-	return p
+	return sharedtest.Require(t, "corpus", sub)
 }
 
 func loadSuite(t testing.TB, file string) []*suiteScenario {

@@ -4,23 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/mtakit/mta/bounce"
+	"github.com/mtakit/mta/internal/sharedtest"
 )
 
 func corpusFile(t *testing.T, name string) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	repoRoot := filepath.Join(filepath.Dir(file), "..", "..")
-	p := filepath.Join(repoRoot, "..", "shared", "corpus", "bounce", "eml", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("bounce corpus not found at %s: %v", p, err)
-	}
-	return p
+	return sharedtest.Require(t, "corpus", "bounce", "eml", name)
 }
 
 func TestRun(t *testing.T) {

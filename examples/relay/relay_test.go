@@ -31,6 +31,7 @@ import (
 	"github.com/mtakit/mta/auth/dkim"
 	"github.com/mtakit/mta/deliver/smtptest"
 	"github.com/mtakit/mta/event"
+	"github.com/mtakit/mta/internal/sharedtest"
 	"github.com/mtakit/mta/resolver"
 	"github.com/mtakit/mta/resolver/dnstest"
 	"github.com/mtakit/mta/submit"
@@ -416,7 +417,11 @@ mx.example.org. 300 IN A 127.0.0.1
 // dkimpy verifies data with dkimpy through the shared interop script.
 func dkimpy(t *testing.T, data []byte, name, txt string) {
 	t.Helper()
-	script := filepath.Join("..", "..", "..", "shared", "tools", "dkim-interop.py")
+	tools, err := sharedtest.Path("tools")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(tools, "dkim-interop.py")
 	if _, err := os.Stat(script); err != nil {
 		t.Logf("dkimpy check skipped: %s not found", script)
 		return
