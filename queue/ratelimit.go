@@ -15,9 +15,11 @@ import (
 //     concurrency limits) and books one message against every rate,
 //     back-off factor and warm-up cap that applies to the key;
 //   - a booking due within MaxSleep is waited for in place (pacing a
-//     destination at, say, 5 messages/s costs no store round trip); a
-//     later one is given back and the delivery is put back until then,
-//     so that the worker serves other destinations meanwhile;
+//     destination at, say, 5 messages/s costs no store round trip; the
+//     worker waits, so at most Config.DestinationConcurrency workers wait
+//     on one destination); a later one is given back and the delivery is
+//     put back until then, so that the worker serves other destinations
+//     meanwhile;
 //   - a busy destination (no free slot) is tried again after BusyRetry;
 //     a suspended one (back-off after a throttling reply) when the
 //     suspension ends;
@@ -47,6 +49,9 @@ func (r *RateLimits) Reserve(ctx context.Context, key ratelimit.Key) (time.Durat
 	}
 	if busy <= 0 {
 		busy = 250 * time.Millisecond
+	}
+	if r.Limiter == nil {
+		return 0, nil, errors.New("queue: RateLimits without a Limiter")
 	}
 	lease, err := r.Limiter.TryAcquire(ctx, key)
 	switch {
@@ -95,5 +100,7 @@ func (r *RateLimits) Reserve(ctx context.Context, key ratelimit.Key) (time.Durat
 
 // Feedback implements [LimiterFeedback].
 func (r *RateLimits) Feedback(key ratelimit.Key, o ratelimit.Outcome) {
-	_, _ = r.Limiter.Feedback(context.Background(), key, o)
+	if r.Limiter != nil {
+		_, _ = r.Limiter.Feedback(context.Background(), key, o)
+	}
 }

@@ -118,3 +118,13 @@ func TestRateLimitsBackoff(t *testing.T) {
 		t.Errorf("throttled until %v, before the suspension ends at %v", th.NextAttempt, st.SuspendedUntil)
 	}
 }
+
+// TestRateLimitsWithoutLimiter: a RateLimits without its Limiter is a
+// configuration error reported by Reserve, not a panic.
+func TestRateLimitsWithoutLimiter(t *testing.T) {
+	wait, release, err := (&queue.RateLimits{}).Reserve(context.Background(), ratelimit.Key{Domain: "a.test"})
+	if err == nil || release != nil || wait != 0 {
+		t.Fatalf("Reserve = %v, %v, %v; want an error", wait, release != nil, err)
+	}
+	(&queue.RateLimits{}).Feedback(ratelimit.Key{Domain: "a.test"}, ratelimit.Outcome{Code: 250})
+}
