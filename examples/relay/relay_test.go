@@ -41,6 +41,11 @@ var (
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
+	// buildFlags and rsaSigner change when the tests run with -tags
+	// openssl (signkey_openssl_test.go): the relay under test is built
+	// the same way, and must say that OpenSSL signs.
+	buildFlags []string
+	rsaSigner  = "Go crypto"
 )
 
 // relayBinary builds the relay once per test run.
@@ -53,7 +58,7 @@ func relayBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "relay")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		out, err := exec.Command("go", append(append([]string{"build"}, buildFlags...), "-o", binPath, ".")...).CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -78,6 +83,7 @@ type proc struct {
 	cmd    *exec.Cmd
 	addrs  map[string]string // scheme -> address, first of each
 	stderr *lockedBuffer
+	stdout *lockedBuffer
 	done   chan error
 }
 
@@ -108,7 +114,7 @@ var (
 func startRelay(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(relayBinary(t), args...)
-	p := &proc{t: t, cmd: cmd, addrs: map[string]string{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &proc{t: t, cmd: cmd, addrs: map[string]string{}, stderr: &lockedBuffer{}, stdout: &lockedBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -123,6 +129,7 @@ func startRelay(t *testing.T, args ...string) *proc {
 		signalled := false
 		for sc.Scan() {
 			line := sc.Text()
+			fmt.Fprintln(p.stdout, line)
 			if m := listenLine.FindStringSubmatch(line); m != nil {
 				if _, ok := p.addrs[m[1]]; !ok {
 					p.addrs[m[1]] = m[2]
@@ -286,6 +293,9 @@ mx.example.net. 300 IN A 127.0.0.1
 		"-retry-min", "1s", "-retry-max", "2s",
 		"-dkim-domain", "example.test", "-dkim-selector", "sel", "-dkim-key", keyFile,
 	)
+	if want := "DKIM signing for example.test with " + rsaSigner; !strings.Contains(p.stdout.String(), want) {
+		t.Errorf("relay output lacks %q:\n%s", want, p.stdout)
+	}
 
 	// An unauthenticated client is refused relaying.
 	c, err := smtp.Dial(p.addrs["smtp"])

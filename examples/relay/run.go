@@ -472,11 +472,15 @@ func loadDKIM(o *options, stdout io.Writer) (*dkim.KeyRing, error) {
 		if err != nil {
 			return nil, fmt.Errorf("-dkim-key %s: %w", file, err)
 		}
-		if err := ring.Set(domain, dkim.SignKey{Domain: domain, Selector: sel, Key: k}); err != nil {
+		sk, backend, err := signingKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("-dkim-key %s: %w", file, err)
+		}
+		if err := ring.Set(domain, dkim.SignKey{Domain: domain, Selector: sel, Key: sk}); err != nil {
 			return nil, fmt.Errorf("dkim %s: %w", domain, err)
 		}
 		if txt, err := dkim.KeyTXT(sel, domain, k.Public()); err == nil {
-			fmt.Fprintf(stdout, "relay: DKIM signing for %s; publish in DNS:\n%s\n", domain, txt)
+			fmt.Fprintf(stdout, "relay: DKIM signing for %s with %s; publish in DNS:\n%s\n", domain, backend, txt)
 		}
 	}
 	return ring, nil

@@ -1,0 +1,8 @@
+//go:build openssl && cgo
+
+package main
+
+func init() {
+	buildFlags = []string{"-tags=openssl"}
+	rsaSigner = "OpenSSL libcrypto"
+}
