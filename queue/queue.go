@@ -179,10 +179,11 @@ type Queue struct {
 	// Scheduler state.
 	mu        sync.Mutex
 	state     runState
-	inflight  map[string]int       // domain -> attempts in progress
-	siteBusy  map[string]int       // site -> attempts in progress
-	siteOf    map[string]string    // domain -> MX site, from results
-	throttled map[string]time.Time // domain -> until
+	inflight  map[string]int                 // domain -> attempts in progress
+	siteBusy  map[string]int                 // site -> attempts in progress
+	siteOf    map[string]string              // domain -> MX site, from results
+	siteDoms  map[string]map[string]struct{} // MX site -> its domains (siteOf inverted)
+	throttled map[string]time.Time           // domain -> until
 	claims    uint64
 	stop      chan struct{}   // closed by Shutdown: stop claiming
 	attempts  context.Context // cancelled to abort attempts
@@ -271,6 +272,7 @@ func New(cfg Config) (*Queue, error) {
 		inflight:  make(map[string]int),
 		siteBusy:  make(map[string]int),
 		siteOf:    make(map[string]string),
+		siteDoms:  make(map[string]map[string]struct{}),
 		throttled: make(map[string]time.Time),
 	}
 	return q, nil

@@ -141,17 +141,20 @@ func (q *Queue) dispatch(ctx context.Context) {
 func (q *Queue) claimNext(ctx context.Context) (*Claim, string, error) {
 	now := q.now()
 	q.mu.Lock()
+	// Skip the domains at their own limit and every domain of a site at
+	// its limit. The work is proportional to what is in flight and to the
+	// domains of busy sites, not to every domain the queue has seen.
 	var skip []string
 	for d, n := range q.inflight {
 		if n >= q.cfg.DestinationConcurrency {
 			skip = append(skip, d)
-		} else if site := q.siteOf[d]; site != "" && q.siteBusy[site] >= q.cfg.DestinationConcurrency {
-			skip = append(skip, d)
 		}
 	}
-	for d, site := range q.siteOf {
-		if q.inflight[d] == 0 && q.siteBusy[site] >= q.cfg.DestinationConcurrency {
-			skip = append(skip, d)
+	for site, n := range q.siteBusy {
+		if n >= q.cfg.DestinationConcurrency {
+			for d := range q.siteDoms[site] {
+				skip = append(skip, d)
+			}
 		}
 	}
 	for d, until := range q.throttled {
@@ -193,6 +196,33 @@ func (q *Queue) claimNext(ctx context.Context) (*Claim, string, error) {
 	}
 	q.mu.Unlock()
 	return cl, site, nil
+}
+
+// learnSite records that domain's mail goes to site. The map is bounded:
+// past 100,000 domains it starts again (sites are learnt anew from the
+// next results). q.mu is held.
+func (q *Queue) learnSite(domain, site string) {
+	old, known := q.siteOf[domain]
+	if known && old == site {
+		return
+	}
+	if known {
+		delete(q.siteDoms[old], domain)
+		if len(q.siteDoms[old]) == 0 {
+			delete(q.siteDoms, old)
+		}
+	}
+	if !known && len(q.siteOf) >= 100000 {
+		clear(q.siteOf)
+		clear(q.siteDoms)
+	}
+	q.siteOf[domain] = site
+	doms := q.siteDoms[site]
+	if doms == nil {
+		doms = make(map[string]struct{})
+		q.siteDoms[site] = doms
+	}
+	doms[domain] = struct{}{}
 }
 
 // run processes one claimed delivery and frees its destination slot.
@@ -383,10 +413,7 @@ func (q *Queue) finish(ctx context.Context, cl *Claim, body Body, env *deliver.E
 	for _, r := range results {
 		if r.Route.Site != "" {
 			q.mu.Lock()
-			if len(q.siteOf) > 100000 {
-				clear(q.siteOf)
-			}
-			q.siteOf[d.Domain] = r.Route.Site
+			q.learnSite(d.Domain, r.Route.Site)
 			q.mu.Unlock()
 			key.Site = r.Route.Site
 			break

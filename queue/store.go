@@ -192,7 +192,9 @@ type ClaimRequest struct {
 	Until time.Time
 
 	// Skip lists destination domains (lower case) not to claim now: those
-	// at their concurrency limit or throttled.
+	// at their concurrency limit or throttled. The Queue passes it sorted
+	// and without duplicates, so a store may binary-search it; other
+	// callers need not, and a store must check before relying on it.
 	Skip []string
 
 	// MaxPriority, when not nil, restricts the claim to messages whose

@@ -221,13 +221,19 @@ func (s *sched) pick(now int64, skip []string, maxPrio *queue.Priority) *delEnt 
 			}
 		}
 	}()
+	// The Queue passes skip sorted; then a lane costs a binary search, not
+	// a scan of skip (which can list every domain behind a busy smarthost).
+	skipped := func(d string) bool { return slices.Contains(skip, d) }
+	if len(skip) > 8 && slices.IsSorted(skip) {
+		skipped = func(d string) bool { _, ok := slices.BinarySearch(skip, d); return ok }
+	}
 	for _, p := range s.prios {
 		if maxPrio != nil && p > *maxPrio {
 			continue
 		}
 		var best *delEnt
 		for domain, l := range s.lanes[p] {
-			if slices.Contains(skip, domain) {
+			if skipped(domain) {
 				continue
 			}
 			top := s.top(l, now)
