@@ -166,7 +166,7 @@ func (e *engine) run(ctx context.Context, targets []target, env *Envelope, idx [
 			last = failure{t, fmt.Errorf("%w: %w", errCancelled, err)}
 			break
 		}
-		key := poolKey{addr: t.addr, src: t.src, host: t.host, ehlo: t.ehlo, policy: t.policy.name, mode: t.policy.mode, authID: t.authID, lmtp: t.lmtp}
+		key := poolKey{addr: t.addr, src: t.src, host: t.host, ehlo: t.ehlo, policy: t.policy.name, failure: t.policy.failure, mode: t.policy.mode, authID: t.authID, lmtp: t.lmtp}
 		sc := e.p.get(key)
 		var err error
 		if sc == nil {
@@ -206,7 +206,7 @@ func (e *engine) run(ctx context.Context, targets []target, env *Envelope, idx [
 	reply, local := failReply(last.err)
 	route := Route{}
 	if last.t != nil {
-		route = Route{Site: last.t.site, Host: last.t.host, Addr: last.t.addr, TLSPolicy: last.t.policy.name}
+		route = Route{Site: last.t.site, Host: last.t.host, Addr: last.t.addr, TLSPolicy: last.t.policy.name, TLSFailure: last.t.policy.failure}
 		var te *tlsError
 		if errors.As(last.err, &te) {
 			route.TLSFailure = te.kind

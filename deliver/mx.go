@@ -278,8 +278,9 @@ func (m *MX) targets(ctx context.Context, domain string, env *Envelope) ([]targe
 	// A policy that cannot be fetched (and is not cached) is as no
 	// policy (RFC 8461 §5).
 	var sts *mtasts.Policy
+	var stsErr error
 	if m.cfg.STS != nil && !env.TLSOptional {
-		sts, _ = m.cfg.STS.Get(ctx, domain)
+		sts, stsErr = m.cfg.STS.Get(ctx, domain)
 	}
 
 	var targets []target
@@ -302,7 +303,10 @@ func (m *MX) targets(ctx context.Context, domain string, env *Envelope) ([]targe
 			h.authentic = ipr.Authentic
 		}
 		pol, perr := m.policy(ctx, h, sts, env)
-		lastRoute = Route{Site: site, Host: h.name, TLSPolicy: pol.name}
+		if sts == nil && stsErr != nil && pol.name == "opportunistic" {
+			pol.failure = "sts-policy-fetch-error"
+		}
+		lastRoute = Route{Site: site, Host: h.name, TLSPolicy: pol.name, TLSFailure: pol.failure}
 		if perr != nil {
 			lastErr = perr
 			lastRoute.TLSFailure = perr.kind

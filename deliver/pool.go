@@ -52,9 +52,12 @@ type poolKey struct {
 	host   string
 	ehlo   string
 	policy string
-	mode   tlsMode
-	authID string
-	lmtp   bool
+	// failure keeps a session opened while an MTA-STS policy could not
+	// be fetched apart from others, so its results report it.
+	failure string
+	mode    tlsMode
+	authID  string
+	lmtp    bool
 }
 
 type slot struct {

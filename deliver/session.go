@@ -81,6 +81,11 @@ type tlsPolicy struct {
 	// minVersion of TLS; default TLS 1.2 (RFC 8996 retires 1.0 and 1.1,
 	// RFC 7672 §8.1 asks for at least 1.2 with DANE).
 	minVersion uint16
+	// failure is reported in Route.TLSFailure when nothing more specific
+	// is: "sts-policy-fetch-error" when an announced MTA-STS policy could
+	// not be fetched and the mail went out as if there were none (RFC 8460
+	// §4.3.2.2, RFC 8461 §5).
+	failure string
 }
 
 // target is one host address to try.
@@ -287,6 +292,9 @@ func (d *dialer) handshake(ctx context.Context, raw net.Conn, t *target) (*sconn
 		}
 	} else if t.policy.reportFailures && t.policy.mode != tlsNone {
 		failure = "starttls-not-supported"
+	}
+	if failure == "" {
+		failure = t.policy.failure
 	}
 
 	// Hand the session to go-smtp. It expects a greeting; give it the one

@@ -133,6 +133,7 @@ func TestMTASTS(t *testing.T) {
 		{"testing, wrong certificate: delivered, reported", "version: STSv1\nmode: testing\nmx: mx1.example.test\nmax_age: 86400\n", wrongCert, false, 250, smtp.EnhancedCode{}, "mta-sts-testing", "certificate-host-mismatch"},
 		{"enforce, wrong certificate, TLS-Required: No", "version: STSv1\nmode: enforce\nmx: mx1.example.test\nmax_age: 86400\n", wrongCert, true, 250, smtp.EnhancedCode{}, "opportunistic", ""},
 		{"mode none", "version: STSv1\nmode: none\nmax_age: 86400\n", wrongCert, false, 250, smtp.EnhancedCode{}, "opportunistic", ""},
+		{"announced policy unreadable: delivered, reported", "this is not a policy\n", wrongCert, false, 250, smtp.EnhancedCode{}, "opportunistic", "sts-policy-fetch-error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			policy.Store(tc.policy)
