@@ -3,7 +3,7 @@
 //
 // Go's crypto/rsa is portable and constant-time but, on x86-64 with
 // AVX-512 IFMA, three times slower than OpenSSL 3 for RSA-2048 private-key
-// operations (0.76 ms against 0.22 ms per signature on this project's
+// operations (0.71 ms against 0.22 ms per signature on this project's
 // benchmark machine). A relay that signs every message spends most of its
 // CPU there; OpenDKIM, the usual signer beside Postfix, uses OpenSSL. [Wrap]
 // turns an *rsa.PrivateKey into a crypto.Signer that computes the same
