@@ -24,14 +24,12 @@ import (
 
 	"github.com/mtakit/mta/auth/dkim"
 	"github.com/mtakit/mta/bounce"
-	"github.com/mtakit/mta/deliver"
-	"github.com/mtakit/mta/deliver/mtasts"
 	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/event/prom"
+	"github.com/mtakit/mta/examples/internal/transport"
 	"github.com/mtakit/mta/queue"
 	"github.com/mtakit/mta/queue/logstore"
 	"github.com/mtakit/mta/ratelimit"
-	"github.com/mtakit/mta/resolver"
 	"github.com/mtakit/mta/submit"
 )
 
@@ -222,7 +220,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	transport, closeTransport, err := buildTransport(o, log)
+	tr, closeTransport, err := transport.Build(transportConfig(o, log))
 	if err != nil {
 		return err
 	}
@@ -266,7 +264,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Events:       events,
 		Limiter:      limiter,
 		Store:        store,
-		Transport:    transport,
+		Transport:    tr,
 		Hostname:     o.hostname,
 		Workers:      o.concurrency,
 		// Per destination: every domain behind one smarthost shares its
@@ -328,7 +326,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "relay: listening on %s://%s (%s)\n", modeScheme(lc.Mode), addr, what)
 	}
-	fmt.Fprintf(stdout, "relay: queue %s, delivering %s\n", o.queueDir, describeTransport(o))
+	fmt.Fprintf(stdout, "relay: queue %s, delivering %s\n", o.queueDir, transport.Describe(transportConfig(o, nil)))
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "relay: shutting down")
 	shutdown(log, srv, q)
@@ -353,77 +351,12 @@ func modeScheme(m submit.Mode) string {
 	return m.String()
 }
 
-func describeTransport(o *options) string {
-	switch {
-	case o.sandbox != "":
-		return "into the sandbox " + o.sandbox
-	case len(o.routes.vals) > 0:
-		return "by routes " + strings.Join(o.routes.vals, " ") + " (then MX)"
+// transportConfig gives the flags to the shared transport builder.
+func transportConfig(o *options, log *slog.Logger) transport.Config {
+	return transport.Config{
+		Hostname: o.hostname, Sandbox: o.sandbox, Routes: o.routes.vals, DNS: o.dns.vals,
+		MXPort: o.mxPort, MTASTS: !o.noSTS, MaxConnsPerHost: o.destConcurrency, Logger: log,
 	}
-	return "by MX"
-}
-
-// buildTransport makes the sandbox, static routes (with MX for what no
-// route covers) or MX transport.
-func buildTransport(o *options, log *slog.Logger) (deliver.Transport, func(), error) {
-	client := deliver.ClientConfig{
-		Hostname: o.hostname,
-		Pool:     deliver.PoolConfig{MaxConnsPerHost: o.destConcurrency},
-		Logger:   log.With("part", "deliver"),
-	}
-	if o.sandbox != "" {
-		sb, err := deliver.NewSandbox(deliver.SandboxConfig{Dir: o.sandbox, Keep: -1})
-		return sb, func() {}, err
-	}
-	var routes []deliver.StaticRoute
-	catchAll := false
-	for _, r := range o.routes.vals {
-		dom, host, ok := strings.Cut(r, "=")
-		if !ok || dom == "" || host == "" {
-			return nil, nil, fmt.Errorf("-route %q: want DOMAIN=HOST:PORT", r)
-		}
-		catchAll = catchAll || dom == "*"
-		routes = append(routes, deliver.StaticRoute{Domain: dom, Host: host})
-	}
-	var mx *deliver.MX
-	if !catchAll {
-		res, err := resolver.New(resolver.Config{Servers: o.dns.vals})
-		if err != nil {
-			return nil, nil, fmt.Errorf("resolver: %w", err)
-		}
-		if o.mxPort <= 0 || o.mxPort > 65535 {
-			return nil, nil, fmt.Errorf("-mx-port %d out of range", o.mxPort)
-		}
-		mcfg := deliver.MXConfig{ClientConfig: client, Resolver: res, Port: uint16(o.mxPort)}
-		if !o.noSTS {
-			sts, err := mtasts.New(mtasts.Config{Resolver: res, Logger: log.With("part", "mta-sts")})
-			if err != nil {
-				return nil, nil, err
-			}
-			mcfg.STS = sts
-		}
-		mx, err = deliver.NewMX(mcfg)
-		if err != nil {
-			return nil, nil, err
-		}
-	}
-	if len(routes) == 0 {
-		return mx, func() { mx.Close() }, nil
-	}
-	cfg := deliver.StaticConfig{ClientConfig: client, Routes: routes}
-	if mx != nil {
-		cfg.Fallback = mx
-	}
-	st, err := deliver.NewStatic(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return st, func() {
-		st.Close()
-		if mx != nil {
-			mx.Close()
-		}
-	}, nil
 }
 
 // loadDKIM builds the key ring. A domain given without a key file gets a

@@ -85,11 +85,10 @@ import (
 	"time"
 
 	"github.com/mtakit/mta/auth/dkim"
-	"github.com/mtakit/mta/deliver"
 	"github.com/mtakit/mta/event"
+	"github.com/mtakit/mta/examples/internal/transport"
 	"github.com/mtakit/mta/queue"
 	"github.com/mtakit/mta/queue/logstore"
-	"github.com/mtakit/mta/resolver"
 )
 
 func main() {
@@ -206,7 +205,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	transport, closeTransport, err := buildTransport(o, log)
+	tr, closeTransport, err := transport.Build(transportConfig(o, log))
 	if err != nil {
 		return err
 	}
@@ -238,7 +237,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	q, err := queue.New(queue.Config{
 		Store:     store,
-		Transport: transport,
+		Transport: tr,
 		Events:    events,
 		Hostname:  o.hostname,
 		RetryMin:  o.retryMin,
@@ -281,7 +280,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
-	fmt.Fprintf(stdout, "sendapi: queue %s, delivering %s\n", o.queueDir, describeTransport(o))
+	fmt.Fprintf(stdout, "sendapi: queue %s, delivering %s\n", o.queueDir, transport.Describe(transportConfig(o, nil)))
 	if o.apiKey == "" {
 		fmt.Fprintln(stdout, "sendapi: no API key (-api-key or $MTA_API_KEY): only loopback clients are served")
 	} else {
@@ -303,64 +302,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func describeTransport(o *options) string {
-	switch {
-	case o.sandbox != "":
-		return "into the sandbox " + o.sandbox
-	case len(o.routes.vals) > 0:
-		return "by routes " + strings.Join(o.routes.vals, " ") + " (then MX)"
-	}
-	return "by MX"
-}
-
-// buildTransport makes the sandbox, the static routes (with MX for the
-// domains no route covers) or the MX transport.
-func buildTransport(o *options, log *slog.Logger) (deliver.Transport, func(), error) {
-	if o.sandbox != "" {
-		sb, err := deliver.NewSandbox(deliver.SandboxConfig{Dir: o.sandbox, Keep: -1})
-		return sb, func() {}, err
-	}
-	client := deliver.ClientConfig{Hostname: o.hostname, Logger: log.With("part", "deliver")}
-	var routes []deliver.StaticRoute
-	catchAll := false
-	for _, r := range o.routes.vals {
-		dom, host, ok := strings.Cut(r, "=")
-		if !ok || dom == "" || host == "" {
-			return nil, nil, fmt.Errorf("-route %q: want DOMAIN=HOST:PORT", r)
-		}
-		catchAll = catchAll || dom == "*"
-		routes = append(routes, deliver.StaticRoute{Domain: dom, Host: host})
-	}
-	var mx *deliver.MX
-	if !catchAll {
-		res, err := resolver.New(resolver.Config{Servers: o.dns.vals})
-		if err != nil {
-			return nil, nil, fmt.Errorf("resolver: %w", err)
-		}
-		if mx, err = deliver.NewMX(deliver.MXConfig{ClientConfig: client, Resolver: res, Port: uint16(o.mxPort)}); err != nil {
-			return nil, nil, err
-		}
-	}
-	if len(routes) == 0 {
-		return mx, func() { mx.Close() }, nil
-	}
-	cfg := deliver.StaticConfig{ClientConfig: client, Routes: routes}
-	if mx != nil {
-		cfg.Fallback = mx
-	}
-	st, err := deliver.NewStatic(cfg)
-	if err != nil {
-		if mx != nil {
-			mx.Close()
-		}
-		return nil, nil, err
-	}
-	return st, func() {
-		st.Close()
-		if mx != nil {
-			mx.Close()
-		}
-	}, nil
+// transportConfig gives the flags to the shared transport builder.
+// MTA-STS (RFC 8461) applies to MX delivery.
+func transportConfig(o *options, log *slog.Logger) transport.Config {
+	return transport.Config{Hostname: o.hostname, Sandbox: o.sandbox, Routes: o.routes.vals, DNS: o.dns.vals, MXPort: o.mxPort, MTASTS: true, Logger: log}
 }
 
 // loadDKIM reads the signing keys into a key ring and prints the DNS
