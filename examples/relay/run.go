@@ -22,44 +22,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/mtakit/mta/auth/dkim"
 	"github.com/mtakit/mta/bounce"
 	"github.com/mtakit/mta/event"
 	"github.com/mtakit/mta/event/prom"
-	"github.com/mtakit/mta/examples/internal/transport"
+	"github.com/mtakit/mta/examples/internal/setup"
 	"github.com/mtakit/mta/queue"
-	"github.com/mtakit/mta/queue/logstore"
 	"github.com/mtakit/mta/ratelimit"
 	"github.com/mtakit/mta/submit"
 )
 
 var errUsage = errors.New("usage")
 
-// multi is a repeatable string flag; a comma-separated value counts as
-// several when split is set.
-type multi struct {
-	vals  []string
-	split bool
-}
-
-func (m *multi) String() string { return strings.Join(m.vals, ",") }
-func (m *multi) Set(s string) error {
-	if m.split {
-		for _, v := range strings.Split(s, ",") {
-			if v = strings.TrimSpace(v); v != "" {
-				m.vals = append(m.vals, v)
-			}
-		}
-		return nil
-	}
-	m.vals = append(m.vals, s)
-	return nil
-}
-
 type options struct {
-	listen, submission, routes, dns      multi
-	dkimDomains, dkimSelectors, dkimKeys multi
-	trusted                              multi
+	listen, submission, routes, dns      setup.Multi
+	dkimDomains, dkimSelectors, dkimKeys setup.Multi
+	trusted                              setup.Multi
 	queueDir, hostname, sandbox          string
 	smarthost, dkimCanon                 string
 	tlsCert, tlsKey, usersFile, logLevel string
@@ -73,7 +50,7 @@ type options struct {
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{dns: multi{split: true}, trusted: multi{split: true}}
+	o := &options{dns: setup.Multi{Split: true}, trusted: setup.Multi{Split: true}}
 	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Var(&o.listen, "listen", "listener `[MODE://]HOST:PORT[?auth][&insecure-auth]`, MODE smtp|starttls|tls (repeatable)")
@@ -121,14 +98,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintln(stderr, "relay: -queue-dir is required")
 		return nil, errUsage
 	}
-	if len(o.listen.vals)+len(o.submission.vals) == 0 {
-		o.listen.vals = []string{"127.0.0.1:2525"}
+	if len(o.listen.Vals)+len(o.submission.Vals) == 0 {
+		o.listen.Vals = []string{"127.0.0.1:2525"}
 	}
 	if o.smarthost != "" {
-		o.routes.vals = append(o.routes.vals, "*="+o.smarthost)
+		o.routes.Vals = append(o.routes.Vals, "*="+o.smarthost)
 	}
-	if len(o.trusted.vals) == 0 {
-		o.trusted.vals = []string{"127.0.0.0/8", "::1/128"}
+	if len(o.trusted.Vals) == 0 {
+		o.trusted.Vals = []string{"127.0.0.0/8", "::1/128"}
 	}
 	return o, nil
 }
@@ -172,7 +149,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	var trusted []netip.Prefix
-	for _, s := range o.trusted.vals {
+	for _, s := range o.trusted.Vals {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
@@ -184,21 +161,24 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		trusted = append(trusted, p.Masked())
 	}
 	var listeners []submit.ListenerConfig
-	for _, s := range o.listen.vals {
+	for _, s := range o.listen.Vals {
 		lc, err := parseListen(s)
 		if err != nil {
 			return err
 		}
 		listeners = append(listeners, lc)
 	}
-	for _, s := range o.submission.vals {
+	for _, s := range o.submission.Vals {
 		listeners = append(listeners, submit.ListenerConfig{Addr: s, Mode: submit.StartTLS, ListenerPolicy: submit.ListenerPolicy{RequireAuth: true}})
 	}
 
 	if err := os.MkdirAll(o.queueDir, 0o700); err != nil {
 		return err
 	}
-	ring, err := loadDKIM(o, stdout)
+	ring, err := setup.LoadDKIM(setup.DKIMConfig{
+		Domains: o.dkimDomains.Vals, Selectors: o.dkimSelectors.Vals, Keys: o.dkimKeys.Vals,
+		Canonicalization: o.dkimCanon, KeyDir: filepath.Join(o.queueDir, "dkim"), Program: "relay",
+	}, stdout)
 	if err != nil {
 		return err
 	}
@@ -220,16 +200,13 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	tr, closeTransport, err := transport.Build(transportConfig(o, log))
+	tr, closeTransport, err := setup.Transport(transportConfig(o, log))
 	if err != nil {
 		return err
 	}
 	defer closeTransport()
 
-	store, err := logstore.Open(o.queueDir, &logstore.Config{Logger: log.With("part", "store")})
-	if errors.Is(err, logstore.ErrLocked) {
-		return fmt.Errorf("queue directory %s is in use by another process", o.queueDir)
-	}
+	store, err := setup.OpenStore(o.queueDir, log)
 	if err != nil {
 		return err
 	}
@@ -326,7 +303,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "relay: listening on %s://%s (%s)\n", modeScheme(lc.Mode), addr, what)
 	}
-	fmt.Fprintf(stdout, "relay: queue %s, delivering %s\n", o.queueDir, transport.Describe(transportConfig(o, nil)))
+	fmt.Fprintf(stdout, "relay: queue %s, delivering %s\n", o.queueDir, setup.DescribeTransport(transportConfig(o, nil)))
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "relay: shutting down")
 	shutdown(log, srv, q)
@@ -352,81 +329,11 @@ func modeScheme(m submit.Mode) string {
 }
 
 // transportConfig gives the flags to the shared transport builder.
-func transportConfig(o *options, log *slog.Logger) transport.Config {
-	return transport.Config{
-		Hostname: o.hostname, Sandbox: o.sandbox, Routes: o.routes.vals, DNS: o.dns.vals,
+func transportConfig(o *options, log *slog.Logger) setup.TransportConfig {
+	return setup.TransportConfig{
+		Hostname: o.hostname, Sandbox: o.sandbox, Routes: o.routes.Vals, DNS: o.dns.Vals,
 		MXPort: o.mxPort, MTASTS: !o.noSTS, MaxConnsPerHost: o.destConcurrency, Logger: log,
 	}
-}
-
-// loadDKIM builds the key ring. A domain given without a key file gets a
-// key generated into the queue directory on first use; its DNS record is
-// printed either way.
-func loadDKIM(o *options, stdout io.Writer) (*dkim.KeyRing, error) {
-	if len(o.dkimDomains.vals) == 0 {
-		if len(o.dkimKeys.vals) > 0 {
-			return nil, errors.New("-dkim-key needs -dkim-domain")
-		}
-		return nil, nil
-	}
-	hc, bc, err := dkim.ParseCanonicalization(o.dkimCanon)
-	if err != nil {
-		return nil, fmt.Errorf("-dkim-canon: %w", err)
-	}
-	ring := dkim.NewKeyRing(dkim.SignerConfig{HeaderCanonicalization: hc, BodyCanonicalization: bc})
-	for i, domain := range o.dkimDomains.vals {
-		sel := pick(o.dkimSelectors.vals, i, "default")
-		file := pick(o.dkimKeys.vals, i, "")
-		if file == "" {
-			file = filepath.Join(o.queueDir, "dkim", sel+"._domainkey."+domain+".pem")
-			if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
-				k, err := dkim.GenerateKey(dkim.RSA, nil)
-				if err != nil {
-					return nil, err
-				}
-				pem, err := dkim.MarshalPrivateKeyPEM(k)
-				if err != nil {
-					return nil, err
-				}
-				if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-					return nil, err
-				}
-				if err := os.WriteFile(file, pem, 0o600); err != nil {
-					return nil, err
-				}
-				fmt.Fprintf(stdout, "relay: generated DKIM key %s\n", file)
-			}
-		}
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("-dkim-key: %w", err)
-		}
-		k, err := dkim.ParsePrivateKeyPEM(data)
-		if err != nil {
-			return nil, fmt.Errorf("-dkim-key %s: %w", file, err)
-		}
-		sk, backend, err := signingKey(k)
-		if err != nil {
-			return nil, fmt.Errorf("-dkim-key %s: %w", file, err)
-		}
-		if err := ring.Set(domain, dkim.SignKey{Domain: domain, Selector: sel, Key: sk}); err != nil {
-			return nil, fmt.Errorf("dkim %s: %w", domain, err)
-		}
-		if txt, err := dkim.KeyTXT(sel, domain, k.Public()); err == nil {
-			fmt.Fprintf(stdout, "relay: DKIM signing for %s with %s; publish in DNS:\n%s\n", domain, backend, txt)
-		}
-	}
-	return ring, nil
-}
-
-func pick(vals []string, i int, def string) string {
-	switch {
-	case i < len(vals):
-		return vals[i]
-	case len(vals) > 0 && def != "":
-		return vals[len(vals)-1]
-	}
-	return def
 }
 
 // parseListen parses [MODE://]HOST:PORT[?auth][&insecure-auth].

@@ -84,11 +84,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mtakit/mta/auth/dkim"
 	"github.com/mtakit/mta/event"
-	"github.com/mtakit/mta/examples/internal/transport"
+	"github.com/mtakit/mta/examples/internal/setup"
 	"github.com/mtakit/mta/queue"
-	"github.com/mtakit/mta/queue/logstore"
 )
 
 func main() {
@@ -106,37 +104,15 @@ func main() {
 
 var errUsage = errors.New("usage")
 
-// multi is a repeatable string flag; with split set, a comma-separated
-// value counts as several.
-type multi struct {
-	vals  []string
-	split bool
-}
-
-func (m *multi) String() string { return strings.Join(m.vals, ",") }
-
-func (m *multi) Set(s string) error {
-	if !m.split {
-		m.vals = append(m.vals, s)
-		return nil
-	}
-	for v := range strings.SplitSeq(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			m.vals = append(m.vals, v)
-		}
-	}
-	return nil
-}
-
 type options struct {
 	http, queueDir, sandbox, smarthost, hostname, apiKey string
-	routes, dns, dkimDomains, dkimSelectors, dkimKeys    multi
+	routes, dns, dkimDomains, dkimSelectors, dkimKeys    setup.Multi
 	mxPort                                               int
 	retryMin, retryMax, lifetime, retention              time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{dns: multi{split: true}}
+	o := &options{dns: setup.Multi{Split: true}}
 	fs := flag.NewFlagSet("sendapi", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.http, "http", "127.0.0.1:8025", "listen `address` of the HTTP API")
@@ -167,9 +143,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return usage(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	case o.queueDir == "":
 		return usage("-queue-dir is required")
-	case o.sandbox != "" && (o.smarthost != "" || len(o.routes.vals) > 0):
+	case o.sandbox != "" && (o.smarthost != "" || len(o.routes.Vals) > 0):
 		return usage("-sandbox delivers nothing: it cannot be combined with -route or -smarthost")
-	case len(o.dkimSelectors.vals) != len(o.dkimDomains.vals) || len(o.dkimKeys.vals) != len(o.dkimDomains.vals):
+	case len(o.dkimSelectors.Vals) != len(o.dkimDomains.Vals) || len(o.dkimKeys.Vals) != len(o.dkimDomains.Vals):
 		return usage("give -dkim-domain, -dkim-selector and -dkim-key the same number of times")
 	case o.retention <= 0:
 		return usage("-status-retention must be positive")
@@ -177,7 +153,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return usage(fmt.Sprintf("-mx-port %d out of range", o.mxPort))
 	}
 	if o.smarthost != "" {
-		o.routes.vals = append(o.routes.vals, "*="+o.smarthost)
+		o.routes.Vals = append(o.routes.Vals, "*="+o.smarthost)
 	}
 	return o, nil
 }
@@ -201,20 +177,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(o.queueDir, 0o700); err != nil {
 		return err
 	}
-	ring, err := loadDKIM(o, stdout)
+	ring, err := setup.LoadDKIM(setup.DKIMConfig{Domains: o.dkimDomains.Vals, Selectors: o.dkimSelectors.Vals, Keys: o.dkimKeys.Vals, Program: "sendapi"}, stdout)
 	if err != nil {
 		return err
 	}
-	tr, closeTransport, err := transport.Build(transportConfig(o, log))
+	tr, closeTransport, err := setup.Transport(transportConfig(o, log))
 	if err != nil {
 		return err
 	}
 	defer closeTransport()
 
-	store, err := logstore.Open(o.queueDir, &logstore.Config{Logger: log.With("part", "store")})
-	if errors.Is(err, logstore.ErrLocked) {
-		return fmt.Errorf("queue directory %s is in use by another process", o.queueDir)
-	}
+	store, err := setup.OpenStore(o.queueDir, log)
 	if err != nil {
 		return err
 	}
@@ -280,7 +253,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
-	fmt.Fprintf(stdout, "sendapi: queue %s, delivering %s\n", o.queueDir, transport.Describe(transportConfig(o, nil)))
+	fmt.Fprintf(stdout, "sendapi: queue %s, delivering %s\n", o.queueDir, setup.DescribeTransport(transportConfig(o, nil)))
 	if o.apiKey == "" {
 		fmt.Fprintln(stdout, "sendapi: no API key (-api-key or $MTA_API_KEY): only loopback clients are served")
 	} else {
@@ -304,33 +277,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // transportConfig gives the flags to the shared transport builder.
 // MTA-STS (RFC 8461) applies to MX delivery.
-func transportConfig(o *options, log *slog.Logger) transport.Config {
-	return transport.Config{Hostname: o.hostname, Sandbox: o.sandbox, Routes: o.routes.vals, DNS: o.dns.vals, MXPort: o.mxPort, MTASTS: true, Logger: log}
-}
-
-// loadDKIM reads the signing keys into a key ring and prints the DNS
-// record each needs. No -dkim-domain: nil, nothing is signed.
-func loadDKIM(o *options, stdout io.Writer) (*dkim.KeyRing, error) {
-	if len(o.dkimDomains.vals) == 0 {
-		return nil, nil
-	}
-	ring := dkim.NewKeyRing(dkim.SignerConfig{})
-	for i, domain := range o.dkimDomains.vals {
-		sel, file := o.dkimSelectors.vals[i], o.dkimKeys.vals[i]
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("-dkim-key: %w", err)
-		}
-		k, err := dkim.ParsePrivateKeyPEM(data)
-		if err != nil {
-			return nil, fmt.Errorf("-dkim-key %s: %w", file, err)
-		}
-		if err := ring.Set(domain, dkim.SignKey{Domain: domain, Selector: sel, Key: k}); err != nil {
-			return nil, fmt.Errorf("dkim %s: %w", domain, err)
-		}
-		if txt, err := dkim.KeyTXT(sel, domain, k.Public()); err == nil {
-			fmt.Fprintf(stdout, "sendapi: DKIM signing for %s; publish in DNS:\n%s\n", domain, txt)
-		}
-	}
-	return ring, nil
+func transportConfig(o *options, log *slog.Logger) setup.TransportConfig {
+	return setup.TransportConfig{Hostname: o.hostname, Sandbox: o.sandbox, Routes: o.routes.Vals, DNS: o.dns.Vals, MXPort: o.mxPort, MTASTS: true, Logger: log}
 }

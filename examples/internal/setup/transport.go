@@ -1,7 +1,9 @@
-// Package transport builds the outbound transport of the example programs
-// (examples/relay, examples/sendapi) from their common flags: a sandbox
-// folder, static routes, or delivery by MX for what no route covers.
-package transport
+// Package setup holds what the example programs (examples/relay,
+// examples/sendapi) both set up from their flags: the outbound transport
+// (a sandbox folder, static routes, or delivery by MX for what no route
+// covers), the DKIM key ring, the embedded queue store, and repeatable
+// flags.
+package setup
 
 import (
 	"fmt"
@@ -13,8 +15,8 @@ import (
 	"github.com/mtakit/mta/resolver"
 )
 
-// Config is what the flags give.
-type Config struct {
+// TransportConfig is what the flags give.
+type TransportConfig struct {
 	// Hostname is the EHLO name.
 	Hostname string
 	// Sandbox, when set, is the folder every message is written to
@@ -34,8 +36,8 @@ type Config struct {
 	Logger          *slog.Logger
 }
 
-// Describe says in a few words where mail goes.
-func Describe(cfg Config) string {
+// DescribeTransport says in a few words where mail goes.
+func DescribeTransport(cfg TransportConfig) string {
 	switch {
 	case cfg.Sandbox != "":
 		return "into the sandbox " + cfg.Sandbox
@@ -50,9 +52,9 @@ func Describe(cfg Config) string {
 	return "by MX"
 }
 
-// Build makes the transport and the function that closes it. With a "*"
+// Transport makes the transport and the function that closes it. With a "*"
 // route no resolver is made, so nothing is looked up in DNS.
-func Build(cfg Config) (deliver.Transport, func(), error) {
+func Transport(cfg TransportConfig) (deliver.Transport, func(), error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -1,6 +1,6 @@
 //go:build openssl && cgo
 
-package main
+package setup
 
 import (
 	"crypto"
