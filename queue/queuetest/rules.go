@@ -59,6 +59,16 @@ func (c *checker) get(id string) *queue.Message {
 	return m
 }
 
+// unchanged reports when message id no longer equals before; what names
+// the calls that must not have changed it.
+func (c *checker) unchanged(id string, before *queue.Message, what string) {
+	if got := c.get(id); got != nil && before != nil {
+		if d := diffMessage(before, got); d != "" {
+			c.errorf("%s changed the message: %s", what, d)
+		}
+	}
+}
+
 func (c *checker) complete(cl *queue.Claim, now, next time.Time, results ...queue.RecipientResult) error {
 	return c.s.Complete(c.ctx, &queue.Completion{Lease: cl.Lease, Now: now, Results: results, NextAttempt: next})
 }
@@ -454,11 +464,7 @@ var rules = []rule{
 			if err := c.complete(cl, at(2*time.Second), at(time.Hour), good, good); !errors.Is(err, queue.ErrBadUpdate) {
 				c.errorf("Complete with a duplicate result: %v, want ErrBadUpdate", err)
 			}
-			if got := c.get("m1"); got != nil && before != nil {
-				if d := diffMessage(before, got); d != "" {
-					c.errorf("a rejected Complete changed the message: %s", d)
-				}
-			}
+			c.unchanged("m1", before, "a rejected Complete")
 			if err := c.complete(cl, at(2*time.Second), at(time.Hour), good); err != nil {
 				c.errorf("valid Complete after rejected ones: %v (the lease must still be valid)", err)
 			}
@@ -532,11 +538,7 @@ var rules = []rule{
 			if err := c.s.Release(c.ctx, forged, at(0)); !errors.Is(err, queue.ErrLeaseLost) {
 				c.errorf("Release with a wrong token: %v, want ErrLeaseLost", err)
 			}
-			if got := c.get("m1"); got != nil && before != nil {
-				if d := diffMessage(before, got); d != "" {
-					c.errorf("a rejected update changed the message: %s", d)
-				}
-			}
+			c.unchanged("m1", before, "a rejected update")
 			if err := c.complete(cur, at(3*time.Minute), at(time.Hour), res); err != nil {
 				c.errorf("Complete with the current lease: %v", err)
 			}
@@ -860,11 +862,7 @@ var rules = []rule{
 					c.errorf("%s with a cancelled context: %v, want context.Canceled", name, err)
 				}
 			}
-			if got := c.get("m1"); got != nil && before != nil {
-				if d := diffMessage(before, got); d != "" {
-					c.errorf("calls with a cancelled context changed the message: %s", d)
-				}
-			}
+			c.unchanged("m1", before, "calls with a cancelled context")
 			if _, err := c.s.Get(c.ctx, "m2"); !errors.Is(err, queue.ErrNotFound) {
 				c.errorf("Enqueue with a cancelled context stored the message (Get: %v)", err)
 			}

@@ -137,6 +137,9 @@ func (k *Key) Public() crypto.PublicKey { return &k.goKey.PublicKey }
 // used for SHA-256: PKCS#1 v1.5 signatures are deterministic, and OpenSSL
 // blinds the private-key operation with its own random source.
 func (k *Key) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts == nil {
+		return nil, errors.New("openssl: sign: nil SignerOpts")
+	}
 	if _, pss := opts.(*rsa.PSSOptions); pss || opts.HashFunc() != crypto.SHA256 {
 		return k.goKey.Sign(rand, digest, opts)
 	}

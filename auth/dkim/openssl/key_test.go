@@ -116,6 +116,9 @@ func TestBadInput(t *testing.T) {
 	if _, err := k.Sign(nil, []byte("short"), crypto.SHA256); err == nil || !strings.Contains(err.Error(), "digest") {
 		t.Errorf("short digest: %v", err)
 	}
+	if _, err := k.Sign(nil, make([]byte, 32), nil); err == nil {
+		t.Error("nil SignerOpts: no error")
+	}
 }
 
 // Many goroutines share one Key and its pool of OpenSSL contexts.
