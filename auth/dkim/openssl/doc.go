@@ -17,7 +17,7 @@
 //	go build -tags openssl ./examples/relay
 //
 // Without the tag the package is empty and nothing in the module links
-// OpenSSL; examples/relay then signs with crypto/rsa.
+// OpenSSL; examples/relay and examples/sendapi then sign with crypto/rsa.
 //
 // [dkim.SignKey]: https://pkg.go.dev/github.com/mtakit/mta/auth/dkim#SignKey
 package openssl
